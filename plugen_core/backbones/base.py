@@ -1,0 +1,78 @@
+"""The backbone interface every generative model implements (VAE here; a GAN and a molecule VAE later).
+
+Stages only move opaque arrays: `preprocess` turns stored data into model input and `postprocess`
+turns model output back into the stored format, so nothing outside a backbone assumes images.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from plugen_core.io import PlugenInputError, load_checkpoint, save_checkpoint
+
+
+class Backbone(nn.Module, ABC):
+    kind: str = ""
+    has_encoder: bool = False
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+
+    @abstractmethod
+    def config(self) -> dict:
+        """Constructor kwargs, stored with the weights."""
+
+    @abstractmethod
+    def decode(self, w: torch.Tensor) -> torch.Tensor:
+        """Latent codes -> model-space data."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space data -> latent codes (a VAE's posterior mean)."""
+        raise NotImplementedError(f"backbone '{self.kind}' has no encoder")
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator)
+
+    @abstractmethod
+    def preprocess(self, raw: np.ndarray) -> torch.Tensor:
+        """Stored data (e.g. uint8 images) -> model input."""
+
+    @abstractmethod
+    def postprocess(self, x: torch.Tensor) -> np.ndarray:
+        """Model output -> stored data format."""
+
+    @abstractmethod
+    def fit(self, data: np.ndarray, epochs: int, batch_size: int, lr: float, device: torch.device, generator: torch.Generator) -> list[dict]:
+        """Pre-train on unlabelled data; returns one dict of metrics per epoch."""
+
+    @torch.no_grad()
+    def encode_data(self, raw: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
+        """Stored data -> latents (on CPU), in batches."""
+        device = next(self.parameters()).device
+        return torch.cat([self.encode(self.preprocess(raw[s : s + batch_size]).to(device)).cpu() for s in range(0, len(raw), batch_size)])
+
+    @torch.no_grad()
+    def decode_data(self, w: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+        """Latents -> stored data format, in batches."""
+        device = next(self.parameters()).device
+        return np.concatenate([self.postprocess(self.decode(w[s : s + batch_size].to(device))) for s in range(0, len(w), batch_size)])
+
+    def save(self, path: str | Path) -> None:
+        save_checkpoint({"kind": self.kind, "config": self.config(), "state_dict": self.state_dict()}, path)
+
+
+def load_backbone(path: str | Path, registry: dict[str, type[Backbone]]) -> Backbone:
+    ckpt = load_checkpoint(path, ("kind", "config", "state_dict"))
+    if ckpt["kind"] not in registry:
+        raise PlugenInputError(f"{path}: unknown backbone kind '{ckpt['kind']}' (known: {sorted(registry)})")
+    model = registry[ckpt["kind"]](**ckpt["config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise PlugenInputError(f"{path}: weights do not match the stored backbone config ({e})") from e
+    return model.eval()

@@ -1,0 +1,154 @@
+"""Evaluation protocol of PLUGEN.md: judge agreement, seen/unseen generation, manipulation, FID/KID."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from plugen_core.images import from_uint8
+from plugen_core.io import PlugenInputError
+from plugen_core.schema import Schema
+
+
+def agreement(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, tolerance: float) -> dict[str, np.ndarray]:
+    """Per attribute and row: True where the prediction matches the target (continuous: within
+    `tolerance` of the range)."""
+    return {
+        a.name: (np.abs(pred[a.name].to_numpy(float) - target[a.name].to_numpy(float)) <= tolerance * a.range)
+        if a.kind == "continuous"
+        else (pred[a.name].astype(str).to_numpy() == target[a.name].astype(str).to_numpy())
+        for a in schema.attributes
+    }
+
+
+def summarise(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, prefix: str) -> dict[str, float]:
+    """Mean accuracy over discrete attributes and mean absolute error (fraction of range) over continuous
+    ones, plus one key per attribute."""
+    out: dict[str, float] = {}
+    acc, mae = [], []
+    for a in schema.attributes:
+        if a.kind == "continuous":
+            err = np.abs(pred[a.name].to_numpy(float) - target[a.name].to_numpy(float)).mean()
+            out[f"{prefix}.{a.name}.mae"] = float(err)
+            out[f"{prefix}.{a.name}.mae_fraction"] = float(err / a.range)
+            mae.append(err / a.range)
+        else:
+            hit = (pred[a.name].astype(str).to_numpy() == target[a.name].astype(str).to_numpy()).mean()
+            out[f"{prefix}.{a.name}.accuracy"] = float(hit)
+            acc.append(hit)
+    if acc:
+        out[f"{prefix}.accuracy"] = float(np.mean(acc))
+    if mae:
+        out[f"{prefix}.continuous_mae"] = float(np.mean(mae))
+    return out
+
+
+def matches_any(df: pd.DataFrame, combinations: list[dict]) -> np.ndarray:
+    hit = np.zeros(len(df), dtype=bool)
+    for combo in combinations:
+        one = np.ones(len(df), dtype=bool)
+        for name, value in combo.items():
+            one &= (df[name].astype(str) == str(value)).to_numpy()
+        hit |= one
+    return hit
+
+
+def uniform_targets(schema: Schema, n: int, rng: np.random.Generator) -> pd.DataFrame:
+    """Fully specified attribute vectors from the factorial distribution (continuous: uniform in range)."""
+    cols = {}
+    for a in schema.attributes:
+        if a.kind == "categorical":
+            cols[a.name] = rng.choice(a.classes, n)
+        elif a.kind == "binary":
+            cols[a.name] = rng.integers(0, 2, n)
+        else:
+            cols[a.name] = rng.uniform(a.low, a.high, n)
+    return pd.DataFrame(cols)
+
+
+def generation_targets(schema: Schema, held_out: list[dict], n: int, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
+    """`seen`: combinations present in the labelled data; `unseen`: each held-out combination in turn,
+    the other attributes uniform."""
+    pool = uniform_targets(schema, 4 * n, rng)
+    seen = pool[~matches_any(pool, held_out)].head(n).reset_index(drop=True)
+    unseen = uniform_targets(schema, n, rng)
+    if held_out:
+        which = np.arange(n) % len(held_out)
+        for i, combo in enumerate(held_out):
+            for name, value in combo.items():
+                unseen.loc[which == i, name] = value
+    return {"seen": seen, "unseen": unseen if held_out else unseen.iloc[:0]}
+
+
+def edit_targets(schema: Schema, original: pd.DataFrame, name: str, rng: np.random.Generator, min_shift: float = 0.25) -> pd.Series:
+    """A different value of attribute `name` per row: another class, the flipped bit, or a continuous value
+    at least `min_shift` of the range away."""
+    a = schema[name]
+    n = len(original)
+    if a.kind == "binary":
+        return 1 - original[name].astype(int)
+    if a.kind == "categorical":
+        cur = original[name].map({c: i for i, c in enumerate(a.classes)}).to_numpy()
+        shift = rng.integers(1, len(a.classes), n)
+        return pd.Series(np.array(a.classes)[(cur + shift) % len(a.classes)], index=original.index)
+    cur = original[name].to_numpy(float)
+    new = rng.uniform(a.low, a.high, n)
+    for _ in range(100):  # rejection sampling; converges in a few rounds
+        far = np.abs(new - cur) >= min_shift * a.range
+        if far.all():
+            break
+        new[~far] = rng.uniform(a.low, a.high, (~far).sum())
+    return pd.Series(new, index=original.index)
+
+
+class InceptionFeatures(nn.Module):
+    """Standard FID features from a local Inception weights file (torch-fidelity format), never downloaded."""
+
+    def __init__(self, weights_path: str):
+        super().__init__()
+        try:
+            from torchmetrics.image.fid import NoTrainInceptionV3
+        except ImportError as e:  # torch-fidelity missing
+            raise PlugenInputError(f"evaluate.inception_weights needs the torch-fidelity package ({e})") from e
+        self.net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=weights_path)
+        self.num_features = 2048
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x.clamp(0, 1) * 255).byte())
+
+
+class FeatureExtractor(nn.Module):
+    """Wraps the judge's penultimate layer for torchmetrics."""
+
+    def __init__(self, judge):
+        super().__init__()
+        self.judge = judge
+        self.num_features = judge.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.judge.features(x)
+
+
+@torch.no_grad()
+def fid_kid(extractor: nn.Module, real: np.ndarray, fakes: dict[str, np.ndarray], kid_subset_size: int, batch_size: int = 500) -> dict[str, float]:
+    """FID and KID of each fake set against `real` (uint8 images), on the given feature extractor."""
+    fid = FrechetInceptionDistance(feature=extractor, normalize=True, reset_real_features=False)
+    kid = KernelInceptionDistance(feature=extractor, normalize=True, reset_real_features=False, subset_size=min(kid_subset_size, len(real), *map(len, fakes.values())))
+    for start in range(0, len(real), batch_size):
+        x = from_uint8(real[start : start + batch_size])
+        fid.update(x, real=True)
+        kid.update(x, real=True)
+    out = {}
+    for name, images in fakes.items():
+        fid.reset()
+        kid.reset()
+        for start in range(0, len(images), batch_size):
+            x = from_uint8(images[start : start + batch_size])
+            fid.update(x, real=False)
+            kid.update(x, real=False)
+        out[f"fid.{name}"] = float(fid.compute())
+        out[f"kid.{name}"] = float(kid.compute()[0])
+    return out

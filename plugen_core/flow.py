@@ -1,0 +1,195 @@
+"""PluGeN model: an unconditional nflows transform F (w -> z) plus the label-conditioned prior.
+
+Loss, conditional generation and manipulation are each a few lines on top of the two parts.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from nflows.transforms import ActNorm, AdditiveCouplingTransform, AffineCouplingTransform, CompositeTransform
+from torch import nn
+
+from plugen_core.io import PlugenInputError, load_checkpoint, save_checkpoint
+from plugen_core.prior import PluGeNPrior
+from plugen_core.schema import Schema
+
+COUPLINGS = {"additive": AdditiveCouplingTransform, "affine": AffineCouplingTransform}
+
+
+class CouplingNet(nn.Module):
+    """MLP with LeakyReLU; takes (and ignores) the nflows context: F is unconditional."""
+
+    def __init__(self, in_features: int, out_features: int, hidden: int, layers: int):
+        super().__init__()
+        sizes = [in_features] + [hidden] * (layers - 1) + [out_features]
+        blocks: list[nn.Module] = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            blocks.append(nn.Linear(a, b))
+            if i < len(sizes) - 2:
+                blocks.append(nn.LeakyReLU(0.2))
+        nn.init.zeros_(blocks[-1].weight)  # each coupling starts as the identity
+        nn.init.zeros_(blocks[-1].bias)
+        self.net = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor, context=None) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_transform(dim: int, couplings: int = 4, hidden: int = 256, layers: int = 4, coupling: str = "additive") -> CompositeTransform:
+    """NICE: alternating-mask couplings, then a learned per-coordinate scaling (NICE's last layer)."""
+    if coupling not in COUPLINGS:
+        raise PlugenInputError(f"flow.coupling must be one of {list(COUPLINGS)}, got '{coupling}'")
+    steps = []
+    for k in range(couplings):
+        mask = (torch.arange(dim) + k) % 2
+        steps.append(COUPLINGS[coupling](mask, lambda i, o: CouplingNet(i, o, hidden, layers)))
+    steps.append(ActNorm(dim))
+    return CompositeTransform(steps)
+
+
+class PluGeN(nn.Module):
+    def __init__(self, transform: CompositeTransform, prior: PluGeNPrior, schema: Schema, config: dict):
+        super().__init__()
+        self.transform = transform
+        self.prior = prior
+        self.schema = schema
+        self.config = config  # build_transform kwargs, stored for reloading
+
+    @classmethod
+    def create(cls, schema: Schema, dim: int, labelled_context: np.ndarray, sigma: float, balanced: bool = True, **transform_kwargs) -> "PluGeN":
+        groups = [(a.kind, schema.slices[a.name].start, schema.slices[a.name].stop) for a in schema.attributes]
+        prior = PluGeNPrior.from_labels(dim, groups, labelled_context, sigma, balanced)
+        config = {"dim": dim, **transform_kwargs}
+        return cls(build_transform(**config), prior, schema, config)
+
+    def log_prob(self, w: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        z, logdet = self.transform(w)
+        return self.prior.log_prob(z, context=context) + logdet
+
+    def loss(self, w: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        return -self.log_prob(w, context).mean()
+
+    def to_z(self, w: torch.Tensor) -> torch.Tensor:
+        return self.transform(w)[0]
+
+    def to_w(self, z: torch.Tensor) -> torch.Tensor:
+        return self.transform.inverse(z)[0]
+
+    def context(self, targets: pd.DataFrame | dict) -> torch.Tensor:
+        """Encode requested attribute values (missing columns or NaN = unspecified)."""
+        if isinstance(targets, dict):
+            targets = pd.DataFrame([targets])
+        return torch.from_numpy(self.schema.encode(targets, strict_range=False))
+
+    @torch.no_grad()
+    def sample_latents(
+        self, targets: pd.DataFrame | dict, n_per_target: int = 1, temperature: float = 1.0, style_temperature: float = 1.0, generator=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone latents w with the requested attributes; unspecified ones are drawn from their marginals.
+        Returns (w, the full label context each sample was drawn for)."""
+        context = self.context(targets).repeat_interleave(n_per_target, dim=0)
+        labels = self.prior.fill_missing(context, generator)
+        z = self.prior.sample_given(labels, temperature, style_temperature, generator)
+        return self.to_w(z.to(self._device())), labels
+
+    @torch.no_grad()
+    def manipulate(self, w: torch.Tensor, edits: pd.DataFrame | dict) -> torch.Tensor:
+        """Move the edited attributes' coordinates of z = F(w) to their target means; keep every other coordinate."""
+        z = self.to_z(w)
+        target = self.prior.means(self.context(edits).to(z.device)).expand(z.shape[0], -1)
+        attr = torch.where(torch.isnan(target), z[:, : self.prior.n_attr], target)
+        return self.to_w(torch.cat([attr, z[:, self.prior.n_attr :]], dim=1))
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def save(self, path: str | Path, extra: dict | None = None) -> None:
+        save_checkpoint(
+            {
+                "config": self.config,
+                "prior_config": self.prior.config(),
+                "schema": self.schema.to_dict(),
+                "state_dict": self.state_dict(),
+                **(extra or {}),
+            },
+            path,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PluGeN":
+        ckpt = load_checkpoint(path, ("config", "prior_config", "schema", "state_dict"))
+        schema = Schema.from_dict(ckpt["schema"])
+        state = ckpt["state_dict"]
+        pc = ckpt["prior_config"]
+        prior = PluGeNPrior(
+            pc["dim"], pc["groups"], state["prior.positive_rate"], state["prior.cont_mean"], state["prior.cont_std"], balanced=pc["balanced"]
+        )
+        model = cls(build_transform(**ckpt["config"]), prior, schema, ckpt["config"])
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:
+            raise PlugenInputError(f"{path}: checkpoint does not match its stored architecture ({e})") from e
+        return model.eval()
+
+
+def sigma_schedule(epoch: int, sigma0: float, gamma: float, sigma_min: float) -> float:
+    return max(sigma_min, sigma0 * gamma**epoch)
+
+
+def fit(
+    model: PluGeN,
+    w: torch.Tensor,
+    context: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    sigma0: float,
+    sigma_gamma: float,
+    sigma_min: float,
+    grad_clip: float,
+    generator: torch.Generator,
+) -> list[dict]:
+    """Maximum likelihood under the PluGeN prior; rows whose context is all NaN are unlabelled."""
+    import time
+
+    from tqdm import tqdm
+
+    device = model._device()
+    labelled = ~torch.isnan(context).all(dim=1)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        sigma = sigma_schedule(epoch, sigma0, sigma_gamma, sigma_min)
+        model.prior.sigma.fill_(sigma)
+        perm = torch.randperm(len(w), generator=generator)
+        sums = {"nll": 0.0, "nll_labelled": 0.0, "nll_unlabelled": 0.0}
+        for idx in tqdm(perm.split(batch_size), desc=f"flow epoch {epoch + 1}/{epochs}", leave=False):
+            nll = -model.log_prob(w[idx].to(device), context[idx].to(device))
+            loss = nll.mean()
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            nll = nll.detach().cpu()
+            sums["nll"] += nll.sum().item()
+            sums["nll_labelled"] += nll[labelled[idx]].sum().item()
+            sums["nll_unlabelled"] += nll[~labelled[idx]].sum().item()
+        n_lab = max(int(labelled.sum()), 1)
+        n_unl = max(int((~labelled).sum()), 1)
+        row = {
+            "epoch": epoch + 1,
+            "nll": sums["nll"] / len(w),
+            "nll_labelled": sums["nll_labelled"] / n_lab,
+            "nll_unlabelled": sums["nll_unlabelled"] / n_unl if (~labelled).any() else float("nan"),
+            "sigma": sigma,
+            "lr": lr,
+            "elapsed_s": time.perf_counter() - start,
+        }
+        history.append(row)
+        print(f"[train_flow] epoch {row['epoch']}/{epochs} nll {row['nll']:.3f} labelled {row['nll_labelled']:.3f} sigma {sigma:.3f}", flush=True)
+    return history

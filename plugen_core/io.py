@@ -1,0 +1,150 @@
+"""Small I/O helpers shared by every stage: params, devices, atomic writes, checkpoints."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+
+class PlugenInputError(ValueError):
+    """Bad user input: a missing file, an unknown attribute, a wrong value. The message names it."""
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise PlugenInputError(f"{path}: params file not found")
+    with path.open() as f:
+        params = yaml.safe_load(f) or {}
+    if not isinstance(params, dict):
+        raise PlugenInputError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
+    return params
+
+
+def section(params: dict, name: str) -> dict:
+    if name not in params:
+        raise PlugenInputError(f"params: section '{name}' is missing")
+    return params[name]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PlugenInputError(f"device '{name}' requested but CUDA is not available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def require_file(path: str | Path, what: str = "input") -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise PlugenInputError(f"{path}: {what} file not found")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(obj: Any, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    path = require_file(path)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise PlugenInputError(f"{path}: not valid JSON ({e})") from e
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        if Path(path).suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    path = require_file(path, "table")
+    try:
+        if path.suffix == ".csv":
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    except Exception as e:  # pandas/pyarrow raise many types for a broken file
+        raise PlugenInputError(f"{path}: cannot read table ({e})") from e
+
+
+def write_array(array: np.ndarray, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as f:
+            np.save(f, array)
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    path = require_file(path, "array")
+    try:
+        if path.suffix == ".pt":
+            return torch.load(path, map_location="cpu", weights_only=True).numpy()
+        return np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise PlugenInputError(f"{path}: cannot read array ({e})") from e
+
+
+def save_checkpoint(obj: dict, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | Path, required_keys: tuple[str, ...] = ()) -> dict:
+    """Load a checkpoint of plain tensors and containers; never unpickle arbitrary objects."""
+    path = require_file(path, "checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        raise PlugenInputError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict):
+        raise PlugenInputError(f"{path}: checkpoint must hold a dict, got {type(ckpt).__name__}")
+    missing = [k for k in required_keys if k not in ckpt]
+    if missing:
+        raise PlugenInputError(f"{path}: checkpoint lacks keys {missing}")
+    return ckpt
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Entry point wrapper: bad input ends the stage with its message and exit code 2, no traceback."""
+    try:
+        main()
+    except PlugenInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,51 @@
+"""Pictures for people: generation and manipulation grids, training curves (matplotlib, headless)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from plugen_core.io import atomic_path  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def describe(row: pd.Series) -> str:
+    return ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+
+
+def image_grid(images: np.ndarray, row_titles: list[str], col_titles: list[str], path: str | Path, title: str, highlight: list[bool] | None = None) -> None:
+    """images: (rows, cols, H, W, C) uint8. Highlighted rows get a red title (e.g. unseen combinations)."""
+    rows, cols = images.shape[:2]
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 3.5, 1.1 * rows + 0.6), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(images[r, c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and col_titles:
+                ax.set_title(col_titles[c], fontsize=7)
+        axes[r, 0].set_ylabel(row_titles[r], rotation=0, ha="right", va="center", fontsize=7, color="red" if highlight and highlight[r] else "black")
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)
+
+
+def training_curves(history: pd.DataFrame, columns: list[str], path: str | Path, title: str) -> None:
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 2.6), squeeze=False)
+    for ax, col in zip(axes[0], columns):
+        ax.plot(history["epoch"], history[col])
+        ax.set_xlabel("epoch")
+        ax.set_title(col, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

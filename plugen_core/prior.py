@@ -1,0 +1,132 @@
+"""The PluGeN prior: an nflows Distribution over z whose context is the encoded label vector.
+
+Attribute coordinates come first (layout of `Schema.encode`), then standard-normal style coordinates.
+Binary-like coordinate (binary attribute or one class of a categorical): label 1 -> N(+1, s_pos^2),
+label 0 -> N(-1, s_neg^2), missing -> p N(+1, s_pos^2) + (1-p) N(-1, s_neg^2).
+Continuous coordinate with normalised label v: N(v, sigma^2); missing: N(m, s^2 + sigma^2).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from nflows.distributions.base import Distribution
+
+LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+P_CLAMP = 0.01  # keeps balanced widths and mixture weights away from 0 when a class is (almost) absent
+
+
+def normal_log_pdf(x: torch.Tensor, mean, std) -> torch.Tensor:
+    return -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - LOG_SQRT_2PI
+
+
+class PluGeNPrior(Distribution):
+    def __init__(
+        self,
+        dim: int,
+        groups: list[tuple[str, int, int]],
+        positive_rate: torch.Tensor,
+        cont_mean: torch.Tensor,
+        cont_std: torch.Tensor,
+        sigma: float = 0.7,
+        balanced: bool = True,
+    ):
+        """`groups`: (kind, start, stop) per attribute; `positive_rate`, `cont_mean`, `cont_std` per attribute
+        coordinate (only the entries of the matching kind are used)."""
+        super().__init__()
+        self.dim = dim
+        self.groups = [tuple(g) for g in groups]
+        self.n_attr = groups[-1][2] if groups else 0
+        if self.n_attr > dim:
+            raise ValueError(f"the schema needs {self.n_attr} coordinates but the latent has only {dim}")
+        self.balanced = balanced
+        is_cont = torch.zeros(self.n_attr, dtype=torch.bool)
+        for kind, start, stop in self.groups:
+            is_cont[start:stop] = kind == "continuous"
+        self.register_buffer("is_continuous", is_cont)
+        self.register_buffer("positive_rate", torch.as_tensor(positive_rate, dtype=torch.float32).clamp(P_CLAMP, 1 - P_CLAMP))
+        self.register_buffer("cont_mean", torch.as_tensor(cont_mean, dtype=torch.float32))
+        self.register_buffer("cont_std", torch.as_tensor(cont_std, dtype=torch.float32))
+        self.register_buffer("sigma", torch.tensor(float(sigma)))
+
+    @classmethod
+    def from_labels(cls, dim: int, groups, context: np.ndarray, sigma: float, balanced: bool) -> "PluGeNPrior":
+        """Fit p (positive rates) and m, s (continuous label statistics) on the labelled rows of `context`."""
+        with np.errstate(invalid="ignore"):
+            rate = np.nan_to_num(np.nanmean(context, axis=0), nan=0.5) if len(context) else np.full(context.shape[1], 0.5)
+            mean = np.nan_to_num(np.nanmean(context, axis=0)) if len(context) else np.zeros(context.shape[1])
+            std = np.nan_to_num(np.nanstd(context, axis=0), nan=1.0) if len(context) else np.ones(context.shape[1])
+        return cls(dim, groups, torch.tensor(rate), torch.tensor(mean), torch.tensor(np.maximum(std, 1e-3)), sigma, balanced)
+
+    def config(self) -> dict:
+        return {"dim": self.dim, "groups": [list(g) for g in self.groups], "balanced": self.balanced}
+
+    def widths(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigma_pos, sigma_neg) per binary-like coordinate."""
+        if not self.balanced:
+            return self.sigma.expand(self.n_attr), self.sigma.expand(self.n_attr)
+        p = self.positive_rate
+        return self.sigma * torch.sqrt(2 * p), self.sigma * torch.sqrt(2 * (1 - p))
+
+    def _log_prob(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        a, style = inputs[:, : self.n_attr], inputs[:, self.n_attr :]
+        if context is None:
+            context = torch.full_like(a, float("nan"))
+        missing = torch.isnan(context)
+        label = torch.nan_to_num(context)  # NaN would poison gradients even through the unselected branch
+        s_pos, s_neg = self.widths()
+        p = self.positive_rate
+        l_pos = normal_log_pdf(a, 1.0, s_pos)
+        l_neg = normal_log_pdf(a, -1.0, s_neg)
+        l_mix = torch.logaddexp(torch.log(p) + l_pos, torch.log1p(-p) + l_neg)
+        binary = torch.where(missing, l_mix, torch.where(label > 0.5, l_pos, l_neg))
+        cont_missing_std = torch.sqrt(self.cont_std**2 + self.sigma**2)
+        continuous = torch.where(
+            missing, normal_log_pdf(a, self.cont_mean, cont_missing_std), normal_log_pdf(a, label, self.sigma.expand_as(a))
+        )
+        attr = torch.where(self.is_continuous, continuous, binary).sum(dim=1)
+        return attr + (-0.5 * style**2 - LOG_SQRT_2PI).sum(dim=1)
+
+    def fill_missing(self, context: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw every missing attribute from its marginal in the labelled data (whole attributes, so a
+        categorical gets exactly one class)."""
+        context = context.clone()
+        for kind, start, stop in self.groups:
+            block = context[:, start:stop]
+            rows = torch.isnan(block).any(dim=1)
+            n = int(rows.sum())
+            if n == 0:
+                continue
+            if kind == "categorical":
+                cls = torch.multinomial(self.positive_rate[start:stop], n, replacement=True, generator=generator)
+                block[rows] = torch.nn.functional.one_hot(cls, stop - start).float()
+            elif kind == "binary":
+                block[rows, 0] = (torch.rand(n, generator=generator) < self.positive_rate[start]).float()
+            else:
+                block[rows, 0] = self.cont_mean[start] + self.cont_std[start] * torch.randn(n, generator=generator)
+        return context
+
+    def means(self, context: torch.Tensor) -> torch.Tensor:
+        """Centre of each coordinate's component for the given labels (NaN stays NaN)."""
+        return torch.where(self.is_continuous, context, 2 * context - 1)
+
+    def sample_given(
+        self, context: torch.Tensor, temperature: float = 1.0, style_temperature: float = 1.0, generator=None
+    ) -> torch.Tensor:
+        """z for fully specified labels: attribute coordinates ~ N(mean, (t sigma)^2), style ~ N(0, t_style^2)."""
+        if torch.isnan(context).any():
+            raise ValueError("sample_given needs fully specified labels; call fill_missing first")
+        s_pos, s_neg = self.widths()
+        std = torch.where(self.is_continuous, self.sigma.expand_as(context), torch.where(context > 0.5, s_pos, s_neg))
+        n = context.shape[0]
+        attr = self.means(context) + temperature * std * torch.randn(context.shape, generator=generator)
+        style = style_temperature * torch.randn(n, self.dim - self.n_attr, generator=generator)
+        return torch.cat([attr, style], dim=1)
+
+    def _sample(self, num_samples: int, context: torch.Tensor | None) -> torch.Tensor:
+        if context is None:
+            labels = torch.full((num_samples, self.n_attr), float("nan"))
+            return self.sample_given(self.fill_missing(labels))
+        labels = context.repeat_interleave(num_samples, dim=0)
+        return self.sample_given(self.fill_missing(labels)).reshape(context.shape[0], num_samples, self.dim)
