@@ -12,6 +12,25 @@ from plugen_core.images import from_uint8
 from plugen_core.io import PlugenInputError
 from plugen_core.schema import Schema
 
+# Keys every evaluation writes (PLUGEN.md, "Metrics contract").
+METRICS_CONTRACT = (
+    "judge.accuracy",
+    "judge.accuracy_reconstructions",
+    "generation.seen.accuracy",
+    "generation.unseen.accuracy",
+    "generation.seen.continuous_mae",
+    "generation.unseen.continuous_mae",
+    "manipulation.success",
+    "manipulation.preservation",
+    "fid.backbone_reconstructions",
+    "fid.backbone_samples",
+    "fid.plugen_samples",
+    "fid.ratio",
+    "kid.plugen_samples",
+    "time.train_flow_s",
+    "time.generate_1000_s",
+)
+
 
 def agreement(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, tolerance: float) -> dict[str, np.ndarray]:
     """Per attribute and row: True where the prediction matches the target (continuous: within

@@ -151,8 +151,11 @@ def fit(
     sigma_min: float,
     grad_clip: float,
     generator: torch.Generator,
+    labelled_share: float = 0.0,
 ) -> list[dict]:
-    """Maximum likelihood under the PluGeN prior; rows whose context is all NaN are unlabelled."""
+    """Maximum likelihood under the PluGeN prior; rows whose context is all NaN are unlabelled.
+    `labelled_share`: the share of each epoch's rows drawn from labelled ones (they are repeated), so a few
+    labels are not drowned by many unlabelled latents; 0 keeps the natural share."""
     import time
 
     from tqdm import tqdm
@@ -166,9 +169,9 @@ def fit(
         model.train()
         sigma = sigma_schedule(epoch, sigma0, sigma_gamma, sigma_min)
         model.prior.sigma.fill_(sigma)
-        perm = torch.randperm(len(w), generator=generator)
         sums = {"nll": 0.0, "nll_labelled": 0.0, "nll_unlabelled": 0.0}
-        for idx in tqdm(perm.split(batch_size), desc=f"flow epoch {epoch + 1}/{epochs}", leave=False):
+        order = epoch_order(labelled, labelled_share, generator)
+        for idx in tqdm(order.split(batch_size), desc=f"flow epoch {epoch + 1}/{epochs}", leave=False):
             nll = -model.log_prob(w[idx].to(device), context[idx].to(device))
             loss = nll.mean()
             opt.zero_grad()
@@ -179,11 +182,11 @@ def fit(
             sums["nll"] += nll.sum().item()
             sums["nll_labelled"] += nll[labelled[idx]].sum().item()
             sums["nll_unlabelled"] += nll[~labelled[idx]].sum().item()
-        n_lab = max(int(labelled.sum()), 1)
-        n_unl = max(int((~labelled).sum()), 1)
+        n_lab = max(int(labelled[order].sum()), 1)
+        n_unl = max(int((~labelled[order]).sum()), 1)
         row = {
             "epoch": epoch + 1,
-            "nll": sums["nll"] / len(w),
+            "nll": sums["nll"] / len(order),
             "nll_labelled": sums["nll_labelled"] / n_lab,
             "nll_unlabelled": sums["nll_unlabelled"] / n_unl if (~labelled).any() else float("nan"),
             "sigma": sigma,
@@ -193,3 +196,13 @@ def fit(
         history.append(row)
         print(f"[train_flow] epoch {row['epoch']}/{epochs} nll {row['nll']:.3f} labelled {row['nll_labelled']:.3f} sigma {sigma:.3f}", flush=True)
     return history
+
+
+def epoch_order(labelled: torch.Tensor, labelled_share: float, generator: torch.Generator) -> torch.Tensor:
+    """A shuffled epoch of row indices in which labelled rows make up about `labelled_share`."""
+    lab, unl = torch.nonzero(labelled).flatten(), torch.nonzero(~labelled).flatten()
+    if labelled_share <= 0 or len(lab) == 0 or len(unl) == 0:
+        return torch.randperm(len(labelled), generator=generator)
+    repeats = max(1, round(labelled_share / (1 - labelled_share) * len(unl) / len(lab)))
+    rows = torch.cat([unl, lab.repeat(repeats)])
+    return rows[torch.randperm(len(rows), generator=generator)]

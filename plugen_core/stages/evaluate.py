@@ -12,6 +12,7 @@ import torch
 from plugen_core import plots
 from plugen_core.backbones import load_backbone
 from plugen_core.evaluation import (
+    METRICS_CONTRACT,
     FeatureExtractor,
     InceptionFeatures,
     agreement,
@@ -109,6 +110,8 @@ def main() -> None:
 
     history = read_table(args.flow_history)
     metrics["time.train_flow_s"] = float(history["elapsed_s"].iloc[-1])
+    missing = [k for k in METRICS_CONTRACT if k not in metrics]
+    assert not missing, f"metrics contract keys not computed: {missing}"
     write_json(metrics, args.metrics)
     draw_grids(args.plots, schema, held_out, generate, backbone, plugin, test_images, test_latents, test_labels, rng, device)
     plots.training_curves(history, ["nll", "nll_labelled", "sigma"], f"{args.plots}/flow_curves.png", "flow training")

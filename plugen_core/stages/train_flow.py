@@ -30,9 +30,7 @@ def main() -> None:
     schema = Schema.from_dict(read_json(f"{args.aligned}/schema.json"))
     if len(latents) != len(table):
         raise PlugenInputError(f"{args.latents} has {len(latents)} rows but {args.aligned}/table.parquet has {len(table)}")
-    rows = (table["split"] == "train").to_numpy()
-    if not p["use_unlabelled"]:
-        rows &= table["labelled"].to_numpy()
+    rows = (table["split"] == "train").to_numpy() & (table["labelled"].to_numpy() | p["use_unlabelled"])
     context = schema.encode(table.loc[rows, schema.names])
     labelled_context = context[table.loc[rows, "labelled"].to_numpy()]
     w = torch.from_numpy(np.ascontiguousarray(latents[rows]))
@@ -43,7 +41,7 @@ def main() -> None:
     ).to(device)
     history = flow.fit(
         model, w, torch.from_numpy(context), p["epochs"], p["batch_size"], p["lr"],
-        p["sigma0"], p["sigma_gamma"], p["sigma_min"], p["grad_clip"], generator,
+        p["sigma0"], p["sigma_gamma"], p["sigma_min"], p["grad_clip"], generator, p["labelled_share"],
     )
     model.cpu().save(args.out)
     write_table(pd.DataFrame(history), args.history)
