@@ -3,7 +3,9 @@
 Attribute coordinates come first (layout of `Schema.encode`), then standard-normal style coordinates.
 Binary-like coordinate (binary attribute or one class of a categorical): label 1 -> N(+1, s_pos^2),
 label 0 -> N(-1, s_neg^2), missing -> p N(+1, s_pos^2) + (1-p) N(-1, s_neg^2).
-Continuous coordinate with normalised label v: N(v, sigma^2); missing: N(m, s^2 + sigma^2).
+Continuous coordinate with normalised label v: N(v, (c sigma)^2); missing: N(m, s^2 + (c sigma)^2), where c
+(`continuous_scale`, default 1) narrows continuous coordinates: a flow only learns an attribute's value to
+within its prior width, and a continuous target wants more precision than a class.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class PluGeNPrior(Distribution):
         cont_std: torch.Tensor,
         sigma: float = 0.7,
         balanced: bool = True,
+        continuous_scale: float = 1.0,
     ):
         """`groups`: (kind, start, stop) per attribute; `positive_rate`, `cont_mean`, `cont_std` per attribute
         coordinate (only the entries of the matching kind are used)."""
@@ -41,6 +44,7 @@ class PluGeNPrior(Distribution):
         if self.n_attr > dim:
             raise ValueError(f"the schema needs {self.n_attr} coordinates but the latent has only {dim}")
         self.balanced = balanced
+        self.continuous_scale = continuous_scale
         is_cont = torch.zeros(self.n_attr, dtype=torch.bool)
         for kind, start, stop in self.groups:
             is_cont[start:stop] = kind == "continuous"
@@ -51,16 +55,16 @@ class PluGeNPrior(Distribution):
         self.register_buffer("sigma", torch.tensor(float(sigma)))
 
     @classmethod
-    def from_labels(cls, dim: int, groups, context: np.ndarray, sigma: float, balanced: bool) -> "PluGeNPrior":
+    def from_labels(cls, dim: int, groups, context: np.ndarray, sigma: float, balanced: bool, continuous_scale: float = 1.0) -> "PluGeNPrior":
         """Fit p (positive rates) and m, s (continuous label statistics) on the labelled rows of `context`."""
         with np.errstate(invalid="ignore"):
             rate = np.nan_to_num(np.nanmean(context, axis=0), nan=0.5) if len(context) else np.full(context.shape[1], 0.5)
             mean = np.nan_to_num(np.nanmean(context, axis=0)) if len(context) else np.zeros(context.shape[1])
             std = np.nan_to_num(np.nanstd(context, axis=0), nan=1.0) if len(context) else np.ones(context.shape[1])
-        return cls(dim, groups, torch.tensor(rate), torch.tensor(mean), torch.tensor(np.maximum(std, 1e-3)), sigma, balanced)
+        return cls(dim, groups, torch.tensor(rate), torch.tensor(mean), torch.tensor(np.maximum(std, 1e-3)), sigma, balanced, continuous_scale)
 
     def config(self) -> dict:
-        return {"dim": self.dim, "groups": [list(g) for g in self.groups], "balanced": self.balanced}
+        return {"dim": self.dim, "groups": [list(g) for g in self.groups], "balanced": self.balanced, "continuous_scale": self.continuous_scale}
 
     def widths(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(sigma_pos, sigma_neg) per binary-like coordinate."""
@@ -81,9 +85,9 @@ class PluGeNPrior(Distribution):
         l_neg = normal_log_pdf(a, -1.0, s_neg)
         l_mix = torch.logaddexp(torch.log(p) + l_pos, torch.log1p(-p) + l_neg)
         binary = torch.where(missing, l_mix, torch.where(label > 0.5, l_pos, l_neg))
-        cont_missing_std = torch.sqrt(self.cont_std**2 + self.sigma**2)
+        s_cont = self.continuous_scale * self.sigma
         continuous = torch.where(
-            missing, normal_log_pdf(a, self.cont_mean, cont_missing_std), normal_log_pdf(a, label, self.sigma.expand_as(a))
+            missing, normal_log_pdf(a, self.cont_mean, torch.sqrt(self.cont_std**2 + s_cont**2)), normal_log_pdf(a, label, s_cont.expand_as(a))
         )
         attr = torch.where(self.is_continuous, continuous, binary).sum(dim=1)
         return attr + (-0.5 * style**2 - LOG_SQRT_2PI).sum(dim=1)
@@ -118,7 +122,8 @@ class PluGeNPrior(Distribution):
         if torch.isnan(context).any():
             raise ValueError("sample_given needs fully specified labels; call fill_missing first")
         s_pos, s_neg = self.widths()
-        std = torch.where(self.is_continuous, self.sigma.expand_as(context), torch.where(context > 0.5, s_pos, s_neg))
+        s_cont = (self.continuous_scale * self.sigma).expand_as(context)
+        std = torch.where(self.is_continuous, s_cont, torch.where(context > 0.5, s_pos, s_neg))
         n = context.shape[0]
         attr = self.means(context) + temperature * std * torch.randn(context.shape, generator=generator)
         style = style_temperature * torch.randn(n, self.dim - self.n_attr, generator=generator)

@@ -28,3 +28,18 @@ def test_inverse_recovers_input_and_logdet_matches_numerical_jacobian(coupling):
         assert torch.allclose(logdet[i], torch.slogdet(jac).logabsdet, atol=1e-6)
     if coupling == "affine":
         assert logdet.std() > 1e-4  # volume changes differ between points: the check above is not trivial
+
+
+def test_epoch_order_gives_labelled_rows_their_share():
+    from plugen_core.flow import epoch_order
+
+    labelled = torch.zeros(1000, dtype=torch.bool)
+    labelled[:100] = True
+    gen = torch.Generator().manual_seed(0)
+    natural = epoch_order(labelled, 0.0, gen)
+    assert sorted(natural.tolist()) == list(range(1000))
+    balanced = epoch_order(labelled, 0.5, gen)
+    share = labelled[balanced].float().mean().item()
+    assert 0.45 < share < 0.55
+    assert set(balanced[labelled[balanced]].tolist()) == set(range(100))  # every labelled row, repeated
+    assert (~labelled[balanced]).sum() == 900  # every unlabelled row exactly once

@@ -81,3 +81,20 @@ def test_marginal_sampling_follows_label_rates(prior):
     assert torch.all(hair.sum(dim=1) == 1)  # exactly one class per sample
     assert torch.allclose(hair.mean(dim=0), torch.tensor([0.5, 0.3, 0.2]), atol=0.02)
     assert abs(filled[:, 4].mean().item() - 0.1) < 0.02 and abs(filled[:, 4].std().item() - 0.4) < 0.02
+
+
+def test_continuous_scale_narrows_only_continuous_coordinates(schema, prior):
+    labels = pd.DataFrame({"smile": [1, np.nan], "hair": ["grey", None], "age": [30.0, np.nan]})
+    context = torch.from_numpy(schema.encode(labels))
+    z = torch.tensor([[0.5, -1.2, -0.8, 1.1, -0.3, 0.2, 0.1], [0.0, 0.3, -0.2, 0.4, 0.6, -0.5, 0.9]])
+    wide = prior.log_prob(z, context=context)
+    prior.continuous_scale = 0.5
+    narrow = prior.log_prob(z, context=context)
+    s, age_30 = 0.5, 2 * (30 - 20) / 40 - 1
+    expected_shift = [
+        normal(-0.3, age_30, 0.5 * s) - normal(-0.3, age_30, s),
+        normal(0.6, 0.1, math.sqrt(0.4**2 + (0.5 * s) ** 2)) - normal(0.6, 0.1, math.sqrt(0.4**2 + s**2)),
+    ]
+    assert torch.allclose(narrow - wide, torch.tensor(expected_shift), atol=1e-5)
+    attr = prior.sample_given(torch.tensor([[1.0, 0.0, 0.0, 1.0, age_30]]).repeat(20000, 1), generator=torch.Generator().manual_seed(0))
+    assert abs(attr[:, 4].std().item() - 0.25) < 0.01 and abs(attr[:, 0].std().item() - s * math.sqrt(2 * 0.2)) < 0.01
