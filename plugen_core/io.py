@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import sys
 import tempfile
 import zipfile
@@ -21,12 +22,19 @@ class PlugenInputError(ValueError):
     """Bad user input: a missing file, an unknown attribute, a wrong value. The message names it."""
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-05` (how `dvc exp run -S flow.lr=1e-5` writes it) as a string: read it as a float."""
+
+
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789."))
+
+
 def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.is_file():
         raise PlugenInputError(f"{path}: params file not found")
     with path.open() as f:
-        params = yaml.safe_load(f) or {}
+        params = yaml.load(f, Loader=_ParamsLoader) or {}
     if not isinstance(params, dict):
         raise PlugenInputError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
     return params

@@ -1,5 +1,7 @@
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,18 +35,33 @@ def set_params(path: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@pytest.fixture
-def repo_copy(tmp_path) -> Path:
-    """The committed-or-staged files of this repo in a fresh git repository, with smoke params."""
+def copy_repo(dest: Path) -> Path:
+    """This checkout's files (committed or not; ignored ones left out) as a fresh git repository: DVC experiments need commits."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    dest = tmp_path / "repo"
     for f in files:
         if (REPO / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, dest / f)
-    set_params(dest / "params.yaml", SMOKE_PARAMS)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    subprocess.run(git + ["add", "-A"], cwd=dest, check=True)
-    subprocess.run(git + ["commit", "-qm", "smoke"], cwd=dest, check=True)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
+        subprocess.run(git + args, cwd=dest, check=True)
+    return dest
+
+
+def dvc(repo: Path, *args: str) -> str:
+    """Run DVC in `repo` with this interpreter's environment first on PATH (stages call `python`)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def repo_copy(tmp_path) -> Path:
+    """A fresh git repository of this checkout with smoke params committed."""
+    dest = tmp_path / "repo"
+    dest.mkdir()
+    copy_repo(dest)
+    set_params(dest / "params.yaml", SMOKE_PARAMS)
+    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qam", "smoke"], cwd=dest, check=True)
     return dest

@@ -96,3 +96,11 @@ def test_missing_params_section_is_named(tmp_path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text("seed: 0\ndevice: cpu\n")
     err = run(train_flow, ["--params", str(tmp_path / "params.yaml")], monkeypatch, capsys)
     assert "section 'flow' is missing" in err
+
+
+def test_params_read_dvc_style_exponents_as_floats(tmp_path):
+    from plugen_core.io import load_params
+
+    (tmp_path / "params.yaml").write_text("flow:\n  lr: 1e-05\n  sigma0: 7.0E+1\n  name: e5\n  version: '1e3'\n")
+    flow = load_params(tmp_path / "params.yaml")["flow"]
+    assert flow == {"lr": 1e-05, "sigma0": 70.0, "name": "e5", "version": "1e3"}

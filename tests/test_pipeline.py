@@ -1,22 +1,11 @@
 """The real DVC pipeline, end to end, on smoke params."""
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from plugen_core.evaluation import METRICS_CONTRACT
-from tests.conftest import set_params
-
-
-def dvc(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+from tests.conftest import dvc, set_params
 
 
 @pytest.mark.slow

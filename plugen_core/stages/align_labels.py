@@ -7,7 +7,8 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from plugen_core.io import PlugenInputError, read_array, read_json, read_table, run_stage, write_json, write_table
+from plugen_core import tracking
+from plugen_core.io import PlugenInputError, read_array, read_json, read_table, write_json, write_table
 from plugen_core.schema import Schema
 
 
@@ -57,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    tracking.run_stage(main)

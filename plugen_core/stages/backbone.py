@@ -6,8 +6,9 @@ import time
 
 import pandas as pd
 
+from plugen_core import tracking
 from plugen_core.backbones import build_backbone
-from plugen_core.io import load_params, read_array, read_table, resolve_device, run_stage, section, seed_everything, write_table
+from plugen_core.io import load_params, read_array, read_table, resolve_device, section, seed_everything, write_table
 
 
 def main() -> None:
@@ -21,6 +22,7 @@ def main() -> None:
     p = section(params, "backbone")
     generator = seed_everything(params["seed"])
     device = resolve_device(params.get("device", "auto"))
+    run = tracking.join("backbone", params)
 
     images = read_array(f"{args.data}/images.npy")
     split = read_table(f"{args.data}/labels.parquet")["split"].to_numpy()
@@ -32,8 +34,9 @@ def main() -> None:
     print(f"[backbone] trained {p['kind']} on {len(train)} images on {device} in {time.perf_counter() - start:.1f}s")
     model.cpu().save(args.out)
     write_table(pd.DataFrame(history), args.history)
+    run.log_history("backbone", history)
     print(f"[backbone] wrote {args.out}, {args.history}")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    tracking.run_stage(main)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from plugen_core import tracking
 from plugen_core.datasets import shapes
-from plugen_core.io import PlugenInputError, load_params, run_stage, section, write_array, write_json, write_table
+from plugen_core.io import PlugenInputError, load_params, section, write_array, write_json, write_table
 
 
 def main() -> None:
@@ -64,4 +65,4 @@ def check_rules(labelled: dict, spec: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    tracking.run_stage(main)

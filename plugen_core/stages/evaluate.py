@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plugen_core import plots
+from plugen_core import plots, tracking
 from plugen_core.backbones import load_backbone
 from plugen_core.evaluation import (
     METRICS_CONTRACT,
@@ -24,7 +24,7 @@ from plugen_core.evaluation import (
     uniform_targets,
 )
 from plugen_core.flow import PluGeN
-from plugen_core.io import PlugenInputError, load_params, read_array, read_table, require_file, resolve_device, run_stage, section, seed_everything, write_json
+from plugen_core.io import PlugenInputError, load_params, read_array, read_table, require_file, resolve_device, section, seed_everything, write_json
 from plugen_core.judge import Judge
 
 
@@ -45,6 +45,7 @@ def main() -> None:
     generator = seed_everything(params["seed"])
     rng = np.random.default_rng(params["seed"])
     device = resolve_device(params.get("device", "auto"))
+    run = tracking.join("evaluate", params)
 
     backbone = load_backbone(args.backbone).to(device)
     plugin = PluGeN.load(args.plugen).to(device)
@@ -116,6 +117,10 @@ def main() -> None:
     draw_grids(args.plots, schema, held_out, generate, backbone, plugin, test_images, test_latents, test_labels, rng, device)
     plots.training_curves(history, ["nll", "nll_labelled", "sigma"], f"{args.plots}/flow_curves.png", "flow training")
     print(f"[evaluate] wrote {args.metrics} and {args.plots}/{{generation_grid,manipulation_grid,flow_curves}}.png")
+    inputs = [args.data, args.backbone, args.judge, args.plugen]
+    run.log_evaluation(metrics, plugin.schema.to_dict(), inputs, {"metrics": [args.metrics, args.flow_history], "plots": [args.plots]})
+    run.register_plugin(args.plugen, args.backbone, metrics)
+    run.close()
 
 
 def draw_grids(out, schema, held_out, generate, backbone, plugin, test_images, test_latents, test_labels, rng, device, n_cols: int = 8, n_rows: int = 6) -> None:
@@ -138,4 +143,4 @@ def draw_grids(out, schema, held_out, generate, backbone, plugin, test_images, t
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    tracking.run_stage(main)

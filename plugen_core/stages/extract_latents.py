@@ -5,8 +5,9 @@ import argparse
 
 import numpy as np
 
+from plugen_core import tracking
 from plugen_core.backbones import load_backbone
-from plugen_core.io import load_params, read_array, read_table, resolve_device, run_stage, write_array, write_table
+from plugen_core.io import load_params, read_array, read_table, resolve_device, write_array, write_table
 
 
 def main() -> None:
@@ -28,4 +29,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    tracking.run_stage(main)

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plugen_core import flow
-from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, run_stage, section, seed_everything, write_table
+from plugen_core import flow, tracking
+from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, section, seed_everything, write_table
 from plugen_core.schema import Schema
 
 
@@ -24,6 +24,7 @@ def main() -> None:
     p = section(params, "flow")
     generator = seed_everything(params["seed"])
     device = resolve_device(params.get("device", "auto"))
+    run = tracking.join("train_flow", params)
 
     latents = read_array(args.latents)
     table = read_table(f"{args.aligned}/table.parquet")
@@ -36,17 +37,18 @@ def main() -> None:
     w = torch.from_numpy(np.ascontiguousarray(latents[rows]))
 
     model = flow.PluGeN.create(
-        schema, w.shape[1], labelled_context, p["sigma0"], p["balanced"],
+        schema, w.shape[1], labelled_context, p["sigma0"], p["balanced"], p["continuous_sigma_scale"],
         coupling=p["coupling"], couplings=p["couplings"], hidden=p["hidden"], layers=p["layers"],
     ).to(device)
     history = flow.fit(
         model, w, torch.from_numpy(context), p["epochs"], p["batch_size"], p["lr"],
-        p["sigma0"], p["sigma_gamma"], p["sigma_min"], p["grad_clip"], generator, p["labelled_share"],
+        p["sigma0"], p["sigma_gamma"], p["sigma_min"], p["grad_clip"], generator, p["labelled_share"], p["input_noise"],
     )
     model.cpu().save(args.out)
     write_table(pd.DataFrame(history), args.history)
+    run.log_history("flow", history)
     print(f"[train_flow] {len(w)} latents ({len(labelled_context)} labelled) in {history[-1]['elapsed_s']:.1f}s on {device} -> {args.out}, {args.history}")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    tracking.run_stage(main)

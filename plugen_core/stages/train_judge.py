@@ -5,7 +5,8 @@ import argparse
 
 import pandas as pd
 
-from plugen_core.io import load_params, read_array, read_json, read_table, resolve_device, run_stage, section, seed_everything, write_table
+from plugen_core import tracking
+from plugen_core.io import load_params, read_array, read_json, read_table, resolve_device, section, seed_everything, write_table
 from plugen_core.judge import Judge
 from plugen_core.schema import Schema
 
@@ -21,6 +22,7 @@ def main() -> None:
     p = section(params, "judge")
     generator = seed_everything(params["seed"])
     device = resolve_device(params.get("device", "auto"))
+    run = tracking.join("train_judge", params)
 
     images = read_array(f"{args.data}/images.npy")
     labels = read_table(f"{args.data}/labels.parquet")
@@ -30,8 +32,9 @@ def main() -> None:
     history = judge.fit(images[train], labels[train], p["epochs"], p["batch_size"], p["lr"], p["augment"], device, generator)
     judge.cpu().save(args.out)
     write_table(pd.DataFrame(history), args.history)
+    run.log_history("judge", history)
     print(f"[train_judge] wrote {args.out}, {args.history}")
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    tracking.run_stage(main)

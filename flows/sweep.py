@@ -1,0 +1,96 @@
+"""Prefect flow `plugen-sweep`: a grid of parameter overrides run as DVC experiments, then one table comparing them.
+
+Each grid point is one task running `dvc exp run --temp`: DVC copies the workspace (uncommitted
+changes included) into its own temporary directory and runs the pipeline there, so up to `jobs`
+experiments run side by side and no two `dvc repro` ever share a workspace. Stages a point does not
+change are restored from DVC's run cache once any earlier run has produced them.
+
+    python -m flows.sweep --grid flow.sigma_min=0.1,0.2 --set flow.epochs=3
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.artifacts import create_table_artifact
+from prefect.futures import wait
+from prefect.runtime import flow_run
+from prefect.states import Failed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.pipeline import GPU_TAG, Device, cli_parser, exit_code, key_value, param_overrides, read_stages, run_dvc, set_param_args
+
+
+@task(task_run_name="{name}", cache_policy=NO_CACHE)
+def run_experiment(repo: str, name: str, overrides: dict[str, Any], cpu_share: int) -> None:
+    # Experiments side by side split the CPU cores: torch threads spinning on all of them each run several times slower.
+    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(cpu_share)}
+    run_dvc(["exp", "run", "--temp", "--name", name, *(f"--set-param={arg}" for arg in set_param_args(overrides))], repo, threads)
+
+
+def compare(repo: str, names: list[str], swept: list[str]) -> pd.DataFrame:
+    """One row per experiment: the swept params as DVC recorded them, then every metric."""
+    import dvc.api
+
+    rows = sorted((row for row in dvc.api.exp_show(repo=repo) if row["Experiment"] in names), key=lambda row: names.index(row["Experiment"]))
+    metrics = sorted({key for row in rows for key in pd.json_normalize(dvc.api.metrics_show(repo=repo, rev=row["rev"])).columns})
+    return pd.DataFrame(rows, columns=["Experiment", *swept, *metrics]).set_index("Experiment")
+
+
+@flow(name="plugen-sweep")
+def sweep(
+    grid: dict[str, list[Any]],
+    overrides: dict[str, Any] | None = None,
+    device: Device | None = None,
+    repo: str = ".",
+    jobs: int = 2,
+    retries: int = 2,
+    retry_delay_s: float = 10.0,
+) -> pd.DataFrame:
+    """Run one DVC experiment per combination of `grid` values, on top of `overrides`, and compare their metrics.
+
+    grid: {"param.key": [value, ...]}; every combination becomes one experiment, named after this flow run.
+    overrides, device: applied to every experiment, as in `plugen-pipeline`.
+    jobs: experiments running at once (each holds the `gpu` tag when the pipeline has GPU stages).
+    """
+    logger = get_run_logger()
+    if not grid or not all(grid.values()):
+        raise ValueError(f"grid needs at least one param with at least one value, got {grid}")
+    root = str(Path(repo).resolve())
+    base = param_overrides(overrides, device)
+    points = {f"{flow_run.name}-{i}": base | dict(zip(grid, values)) for i, values in enumerate(itertools.product(*grid.values()))}
+    gpu = any(stage.gpu for stage in read_stages(root))
+    step = run_experiment.with_options(tags=[GPU_TAG] if gpu else [], retries=retries, retry_delay_seconds=retry_delay_s)
+
+    cpu_share = max(1, (os.cpu_count() or 1) // jobs)
+    with ThreadPoolTaskRunner(max_workers=jobs) as runner:
+        futures = {name: runner.submit(step, {"repo": root, "name": name, "overrides": point, "cpu_share": cpu_share}) for name, point in points.items()}
+        wait(list(futures.values()))
+    failed = [name for name, future in futures.items() if not future.state.is_completed()]
+
+    table = compare(root, list(points), list(grid))
+    logger.info("experiments (one column each):\n%s", table.T.to_string())
+    create_table_artifact(key="plugen-sweep", table=table.reset_index().to_dict("records"), description=f"DVC experiments of {flow_run.name}")
+    if failed:
+        return Failed(message=f"experiment(s) failed: {', '.join(failed)}")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = cli_parser("flows.sweep", __doc__)
+    ap.add_argument("--grid", type=key_value, action="append", required=True, metavar="KEY=V1,V2", help="a swept param and its values (repeatable)")
+    ap.add_argument("--jobs", type=int, default=2, help="experiments at once (default: 2)")
+    args = vars(ap.parse_args(argv))
+    args["overrides"] = dict(args.pop("set"))
+    args["grid"] = {key: values.split(",") for key, values in args["grid"]}
+    return exit_code(sweep(**args, return_state=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The trained plugin as an MLflow model, registered as versions of `plugen-<tracking.experiment>`. It carries the
+flow (with its attribute schema), the backbone that decodes its samples and the plugen_core code, so loading it
+needs nothing but the registry and the pinned packages:
+
+    model = mlflow.pyfunc.load_model("models:/plugen-shapes-vae@champion")
+    out = model.predict(pd.DataFrame({"shape": ["triangle", None], "colour": ["blue", "red"]}), params={"seed": 0})
+    images = decode_images(out)  # uint8 (2, 32, 32, 3)
+
+Input: one row per requested sample, one column per attribute: a categorical one as its class name, a binary one as
+0/1, a continuous one as a float (7.0, not 7: MLflow refuses to turn other integers into floats) in the attribute's
+units. A missing column or a null leaves the attribute unspecified: it is drawn from its marginal.
+Output: the same rows with every attribute filled in (the values each sample was drawn for) and `image_png`, the
+sample as a base64 PNG. Params: `temperature` and `style_temperature` (default: the evaluation's), `seed` (-1: none).
+"""
+from __future__ import annotations
+
+import base64
+import math
+from importlib.metadata import version
+from io import BytesIO
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema as ColumnSchema
+from PIL import Image
+
+from plugen_core.backbones import load_backbone
+from plugen_core.flow import PluGeN
+from plugen_core.io import PlugenInputError
+from plugen_core.schema import Schema
+
+CHAMPION = "champion"
+IMAGE_COLUMN = "image_png"
+REQUIREMENTS = ("torch", "nflows", "numpy", "pandas", "pyyaml", "tqdm", "pillow")  # what plugen_core imports to load
+
+
+class PluGeNModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.plugin = PluGeN.load(context.artifacts["plugen"])
+        self.backbone = load_backbone(context.artifacts["backbone"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict) -> pd.DataFrame:
+        # MLflow checks model_input and params against the signature and fills in the params' defaults.
+        generator = torch.Generator().manual_seed(params["seed"]) if params["seed"] >= 0 else None
+        w, labels = self.plugin.sample_latents(model_input, 1, params["temperature"], params["style_temperature"], generator)
+        out = self.plugin.schema.decode(labels.numpy())
+        out[IMAGE_COLUMN] = [encode_png(image) for image in self.backbone.decode_data(w)]
+        return out
+
+
+def encode_png(image: np.ndarray) -> str:
+    buffer = BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_images(output: pd.DataFrame) -> np.ndarray:
+    """The `image_png` column of a prediction as uint8 (N, H, W, 3)."""
+    return np.stack([np.asarray(Image.open(BytesIO(base64.b64decode(png))).convert("RGB")) for png in output[IMAGE_COLUMN]])
+
+
+def signature(schema: Schema, defaults: dict) -> ModelSignature:
+    # Binary inputs are doubles so that a column can mix 0/1 and nulls; outputs are always filled in.
+    def kind(a, filled: bool) -> str:
+        return "string" if a.kind == "categorical" else "long" if a.kind == "binary" and filled else "double"
+
+    return ModelSignature(
+        inputs=ColumnSchema([ColSpec(kind(a, False), a.name, required=False) for a in schema.attributes]),
+        outputs=ColumnSchema([ColSpec(kind(a, True), a.name) for a in schema.attributes] + [ColSpec("string", IMAGE_COLUMN)]),
+        params=ParamSchema(
+            [
+                ParamSpec("temperature", "double", float(defaults["temperature"])),
+                ParamSpec("style_temperature", "double", float(defaults["style_temperature"])),
+                ParamSpec("seed", "long", -1),
+            ]
+        ),
+    )
+
+
+def input_example(schema: Schema) -> pd.DataFrame:
+    """Two requests: every attribute given, and only the first one (the others drawn)."""
+    full = {a.name: a.classes[0] if a.kind == "categorical" else 1.0 if a.kind == "binary" else (a.low + a.high) / 2 for a in schema.attributes}
+    first = schema.names[0]
+    return pd.DataFrame([full, {first: full[first]}])
+
+
+def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | Path, name: str, metrics: dict, defaults: dict) -> str:
+    """Log the model under the run and register it as a new version of `name`, tagged with the evaluation metrics.
+    Returns the version."""
+    schema = PluGeN.load(plugen_path).schema
+    # log_model files the model under MLflow's active run; leaving the block ends the run, and evaluate is done by then.
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name="plugen",
+            python_model=__file__,  # "model from code": loading runs this file (its last line) instead of unpickling
+            artifacts={"plugen": str(plugen_path), "backbone": str(backbone_path)},
+            code_paths=[str(Path(__file__).parent)],  # plugen_core itself
+            signature=signature(schema, defaults),
+            input_example=input_example(schema),
+            pip_requirements=[f"{dist}=={version(dist)}" for dist in REQUIREMENTS],
+        )
+    return mlflow.register_model(info.model_uri, name, tags={key: str(value) for key, value in metrics.items()}).version
+
+
+def promote_if_better(client, name: str, version: str, metrics: dict, metric: str, direction: str) -> str | None:
+    """Move the `champion` alias to `version` if it beats the current champion on `metric` (read from the versions'
+    tags); a missing or NaN value ranks last. Returns the champion's version."""
+    if metric not in metrics:
+        raise PlugenInputError(f"tracking.primary_metric '{metric}' is not an evaluation metric; e.g. {sorted(metrics)[:5]}")
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:  # no champion yet
+        champion = None
+    sign = 1 if direction == "max" else -1
+
+    def score(value) -> float:
+        return -math.inf if value is None or math.isnan(float(value)) else sign * float(value)
+
+    if score(metrics[metric]) > score(champion.tags.get(metric) if champion else None):
+        client.set_registered_model_alias(name, CHAMPION, version)
+        return str(version)
+    return str(champion.version) if champion else None
+
+
+mlflow.models.set_model(PluGeNModel())  # the model this file defines when MLflow loads it as code

@@ -1,0 +1,98 @@
+"""Fast checks of the Prefect layer: the stage graph comes from DVC, overrides are applied the DVC way,
+and the deployments (prefect.yaml, deploy/k8s-gpu-job-template.json) are what the workers expect.
+Runs of the flows themselves are in test_flows_runs.py."""
+import json
+
+import pytest
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+from prefect.server.schemas.actions import WorkPoolCreate
+from prefect.utilities.schema_tools import validate
+from prefect.utilities.templating import apply_values
+
+from flows.pipeline import apply_params, read_stages
+from tests.conftest import REPO
+
+DEPLOYMENTS = {d["name"]: d for d in yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]}
+K8S_TEMPLATE = json.loads((REPO / "deploy/k8s-gpu-job-template.json").read_text())
+
+
+def render(template: dict, job_variables: dict) -> dict:
+    """The job configuration a worker builds for a flow run: variable defaults, overridden by the deployment's, put into the template."""
+    defaults = {name: spec["default"] for name, spec in template["variables"]["properties"].items() if spec.get("default") is not None}
+    return apply_values(template["job_configuration"], defaults | job_variables)
+
+
+def deployed_job_variables(name: str, monkeypatch) -> dict:
+    """A deployment's job variables as `prefect deploy` resolves them, with PLUGEN_IMAGE set."""
+    monkeypatch.setenv("PLUGEN_IMAGE", "registry.example.com/plugen:test")
+    return apply_values(DEPLOYMENTS[name]["work_pool"]["job_variables"], {})
+
+
+def test_stage_graph_comes_from_dvc_yaml(repo_copy):
+    stages = {s.name: s for s in read_stages(repo_copy)}
+    assert list(stages) == list(yaml.safe_load((repo_copy / "dvc.yaml").read_text())["stages"])  # dvc.yaml lists them in dependency order
+    assert set(stages["evaluate"].upstream) == {"data", "backbone", "train_judge", "train_flow"}
+    assert {name for name, s in stages.items() if s.gpu} == {"backbone", "train_judge", "train_flow"}
+    assert "metrics/metrics.json" in stages["evaluate"].git_outs
+
+
+def test_targets_bring_their_upstream_and_unknown_ones_are_named(repo_copy):
+    assert [s.name for s in read_stages(repo_copy, ["train_flow"])] == ["data", "backbone", "extract_latents", "align_labels", "train_flow"]
+    with pytest.raises(ValueError, match=r"unknown stage\(s\) \['trian_flow'\]"):
+        read_stages(repo_copy, ["trian_flow"])
+
+
+def test_overrides_are_written_as_dvc_exp_run_set_param_does(repo_copy):
+    apply_params(repo_copy, {"flow.epochs": 5, "flow.sigma_min": "0.15", "device": "cpu", "flow.balanced": False,
+                             "data.labelled.held_out": [{"shape": "circle", "hollow": 1}]})
+    params = yaml.safe_load((repo_copy / "params.yaml").read_text())
+    assert (params["flow"]["epochs"], params["flow"]["sigma_min"], params["device"], params["flow"]["balanced"]) == (5, 0.15, "cpu", False)
+    assert params["data"]["labelled"]["held_out"] == [{"shape": "circle", "hollow": 1}]
+    with pytest.raises(ValueError, match="Could not override 'flow.nope'"):
+        apply_params(repo_copy, {"flow.nope": 1})
+
+
+def test_every_deployment_runs_the_pipeline_flow():
+    assert set(DEPLOYMENTS) == {"local", "gpu-docker", "gpu-k8s"}
+    (entrypoint,) = {d["entrypoint"] for d in DEPLOYMENTS.values()}
+    assert load_flow_from_entrypoint(str(REPO / entrypoint)).name == "plugen-pipeline"
+    assert DEPLOYMENTS["local"]["concurrency_limit"] == 1  # one workspace, one `dvc repro` at a time
+    assert DEPLOYMENTS["gpu-docker"]["parameters"]["device"] == DEPLOYMENTS["gpu-k8s"]["parameters"]["device"] == "cuda"
+
+
+def test_docker_deployment_requests_nvidia_gpus_and_the_project_image(monkeypatch):
+    job_variables = deployed_job_variables("gpu-docker", monkeypatch)
+    assert job_variables["image"] == "registry.example.com/plugen:test"
+    (request,) = job_variables["container_create_kwargs"]["device_requests"]
+    assert request == {"driver": "nvidia", "count": -1, "capabilities": [["gpu"]]}
+
+
+def test_docker_worker_hands_the_gpu_request_to_docker(monkeypatch):
+    docker_types = pytest.importorskip("docker.types")
+    worker = pytest.importorskip("prefect_docker.worker")
+    template = worker.DockerWorker.get_default_base_job_template()
+    job_variables = deployed_job_variables("gpu-docker", monkeypatch)
+    validate(job_variables, template["variables"], raise_on_error=True, ignore_required=True)
+    config = worker.DockerWorkerJobConfiguration(**render(template, job_variables))
+    host_config = docker_types.HostConfig(version="1.44", device_requests=config.container_create_kwargs["device_requests"])
+    assert host_config["DeviceRequests"][0]["Driver"] == "nvidia"
+    assert config.image == "registry.example.com/plugen:test"
+
+
+def test_k8s_template_maps_gpu_count_to_nvidia_gpu_limits(monkeypatch):
+    WorkPoolCreate(name="plugen-gpu-k8s", type="kubernetes", base_job_template=K8S_TEMPLATE)  # the server's own check
+    job_variables = deployed_job_variables("gpu-k8s", monkeypatch)
+    validate(job_variables, K8S_TEMPLATE["variables"], raise_on_error=True, ignore_required=True)
+    for gpus in (1, 4):
+        pod = render(K8S_TEMPLATE, job_variables | {"gpu_count": gpus})["job_manifest"]["spec"]["template"]["spec"]
+        assert pod["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": gpus}
+        assert pod["containers"][0]["image"] == "registry.example.com/plugen:test"
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+
+
+def test_k8s_worker_accepts_the_rendered_job(monkeypatch):
+    worker = pytest.importorskip("prefect_kubernetes.worker")
+    config = worker.KubernetesWorkerJobConfiguration(**render(K8S_TEMPLATE, deployed_job_variables("gpu-k8s", monkeypatch)))
+    assert config.job_manifest["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
