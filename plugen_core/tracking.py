@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import yaml
+
 from plugen_core import io
 from plugen_core.io import PlugenInputError
 
@@ -292,13 +294,28 @@ def _git(*args: str) -> str:
 def _run_tags(params: dict) -> dict[str, str]:
     tags = {
         "mlflow.source.git.commit": _git("rev-parse", "HEAD"),
-        "git.dirty": str(bool(_git("status", "--porcelain", "--untracked-files=no"))).lower(),
+        "git.dirty": str(_dirty()).lower(),
         "dvc.experiment": os.environ.get("DVC_EXP_NAME"),  # set by `dvc exp run`
         "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
         "device": str(io.resolve_device(params.get("device", "auto"))),
         "backbone.kind": params.get("backbone", {}).get("kind"),
     }
     return {key: value for key, value in tags.items() if value}
+
+
+def _dirty() -> bool:
+    """Uncommitted changes to tracked files, other than those the pipeline writes itself (dvc.lock and the stage
+    outputs git tracks, such as metrics/): the stages that ran before this one have changed those already."""
+    changed = set(_git("diff", "--name-only", "HEAD").splitlines())
+    try:
+        stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"].values()
+    except (OSError, KeyError, TypeError, yaml.YAMLError):  # a stage run outside a DVC workspace
+        stages = []
+    written = {"dvc.lock"}
+    for stage in stages:
+        for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
+            written.add(next(iter(out)) if isinstance(out, dict) else out)  # `path` or `{path: options}`
+    return bool(changed - written)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:

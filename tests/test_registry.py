@@ -3,7 +3,6 @@ then what it recorded, the registered champion generating and being served over 
 workspace recording into the project's own store, and a stage facing an unreachable server."""
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from mlflow import MlflowClient
 from plugen_core.judge import Judge
 from plugen_core.pyfunc_model import decode_images
 from plugen_core.tracking import _flatten
-from tests.conftest import REPO, SMOKE_PARAMS, set_params
+from tests.conftest import SMOKE_PARAMS, copy_repo, set_params
 from tests.test_tracking import free_port
 
 pytestmark = pytest.mark.slow
@@ -101,16 +100,10 @@ class Pipeline:
 def pipeline(server, tmp_path_factory) -> Pipeline:
     """The smoke pipeline reproduced once against the server; outputs committed afterwards, so that an experiment
     started from this commit reruns only what it changes."""
-    repo = tmp_path_factory.mktemp("pipeline") / "repo"
-    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO).stdout.split()
-    for f in files:
-        if (REPO / f).is_file():
-            (repo / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / f, repo / f)
+    repo = copy_repo(tmp_path_factory.mktemp("pipeline"))
     set_params(repo / "params.yaml", SMOKE_PARAMS | FLOW_PARAMS)
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "smoke"]):
-        run(git + args, repo)
+    run(git + ["commit", "-qam", "smoke"], repo)
     commit = run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     run([sys.executable, "-m", "dvc", "repro"], repo, {"MLFLOW_TRACKING_URI": server})
     for args in (["add", "-A"], ["commit", "-qm", "outputs"]):
@@ -196,7 +189,7 @@ def test_a_dvc_temp_experiment_records_into_the_project_store(pipeline):
     (recorded,) = client.search_runs([client.get_experiment_by_name("shapes-vae").experiment_id])
     assert recorded.info.status == "FINISHED" and recorded.info.run_name == "cold" and recorded.data.tags["dvc.experiment"] == "cold"
     assert recorded.data.tags["plugen.stages"] == "evaluate"  # the only stage the change reran opened the run
-    assert recorded.data.params["evaluate.temperature"] == "0.0"
+    assert recorded.data.params["evaluate.temperature"] == "0.0" and recorded.data.tags["git.dirty"] == "true"  # -S edits params.yaml
     assert recorded.info.artifact_uri.startswith(store.as_uri())  # not in the temp workspace, which DVC deletes
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
 

@@ -4,6 +4,7 @@ tests/test_registry.py."""
 import math
 import re
 import socket
+import subprocess
 
 import pytest
 from mlflow import MlflowClient
@@ -60,6 +61,20 @@ def test_uri_precedence_and_switching_off(monkeypatch):
     assert tracking.tracking_uri({"tracking": {"uri": False}}) is None  # `uri: off` in YAML
     assert tracking.tracking_uri({"tracking": {"uri": "off"}}) is None
     assert tracking.tracking_uri({"seed": 0}) is None  # no tracking section
+
+
+def test_dirty_means_changed_sources_not_what_the_pipeline_writes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    outs: [out.txt]\n    metrics: [{m.json: {cache: false}}]\n")
+    for name in ("m.json", "dvc.lock", "code.py"):
+        (tmp_path / name).write_text("1")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "x"]):
+        subprocess.run(["git", *args], check=True)
+    for name in ("m.json", "dvc.lock"):  # what earlier stages of the same execution rewrite
+        (tmp_path / name).write_text("2")
+    assert not tracking._dirty()
+    (tmp_path / "code.py").write_text("2")
+    assert tracking._dirty()
 
 
 def test_one_run_spans_the_stages_and_evaluate_ends_it(params, store):
