@@ -1,5 +1,6 @@
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,16 @@ def repo_copy(tmp_path) -> Path:
     set_params(dest / "params.yaml", SMOKE_PARAMS)
     subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qam", "smoke"], cwd=dest, check=True)
     return dest
+
+
+def stop_group(proc: subprocess.Popen, first: int = signal.SIGINT, grace: float = 30) -> None:
+    """Signal a process started with start_new_session (its whole group), then SIGKILL it if it lingers."""
+    for sig, wait in ((first, grace), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue

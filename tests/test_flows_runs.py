@@ -20,7 +20,7 @@ import pytest
 
 from flows.pipeline import apply_params
 from plugen_core.evaluation import METRICS_CONTRACT
-from tests.conftest import SMOKE_PARAMS, copy_repo, dvc
+from tests.conftest import SMOKE_PARAMS, copy_repo, stop_group, dvc
 
 pytestmark = pytest.mark.slow
 SMOKE_SETS = [arg for key, value in SMOKE_PARAMS.items() for arg in ("--set", f"{key}={value}")]
@@ -30,19 +30,6 @@ def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     """A background process in its own process group, so that stopping it stops its children too."""
     with log.open("ab") as out:
         return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Ctrl-C for the process group, then SIGKILL if it lingers."""
-    for sig, grace in ((signal.SIGINT, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(grace)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def processes_with(env_entry: str) -> list[int]:
@@ -110,7 +97,7 @@ def server(tmp_path_factory):
         assert proc.poll() is None and time.monotonic() < deadline, (home / "server.log").read_text()
         time.sleep(0.5)
     yield Server(env, api, home)
-    stop(proc)
+    stop_group(proc)
     deadline = time.monotonic() + 15
     while (left := processes_with(f"PREFECT_HOME={home}")) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -148,7 +135,7 @@ def deployed(server, tmp_path_factory) -> Deployed:
             time.sleep(1)
         seconds = time.monotonic() - begin
     finally:
-        stop(worker)
+        stop_group(worker)
     return Deployed(repo, pristine, run, seconds)
 
 

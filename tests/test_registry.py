@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 from plugen_core.judge import Judge
 from plugen_core.pyfunc_model import decode_images
 from plugen_core.tracking import _flatten
-from tests.conftest import SMOKE_PARAMS, copy_repo, set_params
+from tests.conftest import SMOKE_PARAMS, copy_repo, stop_group, set_params
 from tests.test_tracking import free_port
 
 pytestmark = pytest.mark.slow
@@ -44,18 +44,6 @@ def start(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     """A background process in its own process group, so that stopping it stops its workers too."""
     with log.open("ab") as out:
         return subprocess.Popen(args, env=os.environ | env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-            proc.wait(grace)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
@@ -86,7 +74,7 @@ def server(tmp_path_factory):
         wait_until_up(f"{uri}/health", proc, log)
         yield uri
     finally:
-        stop(proc)
+        stop_group(proc, signal.SIGTERM, 5)
 
 
 @dataclass
@@ -172,7 +160,7 @@ def test_the_champion_is_served_over_rest(pipeline, tmp_path):
         assert list(out["colour"]) == ["blue", "red"] and out.loc[0, "shape"] == "triangle" and out.loc[0, "size"] == pytest.approx(7.5)
         assert decode_images(out).shape == (2, 32, 32, 3)
     finally:
-        stop(proc)
+        stop_group(proc, signal.SIGTERM, 5)
 
 
 def test_plugen_runs_prints_each_run_with_its_metrics(pipeline):

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
 
 from plugen_core import plots, tracking
 from plugen_core.backbones import load_backbone
