@@ -35,12 +35,13 @@ def run_experiment(repo: str, name: str, overrides: dict[str, Any], cpu_share: i
 
 
 def compare(repo: str, names: list[str], swept: list[str]) -> pd.DataFrame:
-    """One row per experiment: the swept params as DVC recorded them, then every metric."""
+    """One row per experiment: the swept params as DVC recorded them, then every metric (as `dvc.api.metrics_show`
+    names them: `<file>:<key>` when several metrics files, one per pipeline experiment, share a key)."""
     import dvc.api
 
     rows = sorted((row for row in dvc.api.exp_show(repo=repo) if row["Experiment"] in names), key=lambda row: names.index(row["Experiment"]))
-    metrics = sorted({key for row in rows for key in pd.json_normalize(dvc.api.metrics_show(repo=repo, rev=row["rev"])).columns})
-    return pd.DataFrame(rows, columns=["Experiment", *swept, *metrics]).set_index("Experiment")
+    table = [{"Experiment": row["Experiment"], **{key: row.get(key) for key in swept}, **dvc.api.metrics_show(repo=repo, rev=row["rev"])} for row in rows]
+    return pd.DataFrame(table, columns=None if table else ["Experiment", *swept]).set_index("Experiment")
 
 
 @flow(name="plugen-sweep")

@@ -1,7 +1,7 @@
 """The `plugen` command (also `python -m plugen_core.cli`).
 
-    plugen runs    the pipeline's MLflow runs, newest first: the params that differ between them, the key metrics,
-                   and the model version each registered (`@champion` marks the alias)
+    plugen runs    the pipeline's MLflow runs per experiment, newest first: the params that differ between them, the
+                   key metrics, and the model version each registered (`@champion` marks the alias)
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ KEY_METRICS = [
 ]
 
 
-def runs_table(params: dict, metrics: list[str], max_results: int = 20) -> pd.DataFrame:
-    """One row per run of `tracking.experiment`, newest first."""
+def runs_table(params: dict, experiment: str, metrics: list[str], max_results: int = 20) -> pd.DataFrame:
+    """One row per run of `experiment`, newest first."""
     import mlflow
 
     uri = tracking.tracking_uri(params)
@@ -33,7 +33,6 @@ def runs_table(params: dict, metrics: list[str], max_results: int = 20) -> pd.Da
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise PlugenInputError(f"no MLflow store at {uri} yet: run the pipeline first, or run this from the project root")
     client = tracking.connect(uri)
-    experiment = params["tracking"]["experiment"]
     runs = mlflow.search_runs(experiment_names=[experiment], max_results=max_results, order_by=["attributes.start_time DESC"])
     if runs.empty:
         raise PlugenInputError(f"no runs of MLflow experiment '{experiment}' at {uri} yet")
@@ -73,9 +72,17 @@ def main(argv: list[str] | None = None) -> None:
     runs = commands.add_parser("runs", help="compare the pipeline's MLflow runs")
     runs.add_argument("--params", default="params.yaml", help="where the tracking settings are read (default: %(default)s)")
     runs.add_argument("--metric", action="append", help=f"a metric column; repeatable (default: {' '.join(KEY_METRICS)})")
+    runs.add_argument("--experiment", action="append", help="an experiment of params.yaml; repeatable (default: every one listed)")
     runs.add_argument("--max-results", type=int, default=20)
     args = ap.parse_args(argv)
-    io.run_stage(lambda: print(runs_table(io.load_params(args.params), args.metric or KEY_METRICS, args.max_results).to_string()))
+
+    def show() -> None:
+        params = io.load_params(args.params)
+        for experiment in args.experiment or list(io.section(params, "experiments")):
+            print(f"== {experiment}")
+            print(runs_table(params, experiment, args.metric or KEY_METRICS, args.max_results).to_string())
+
+    io.run_stage(show)
 
 
 if __name__ == "__main__":

@@ -9,10 +9,12 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from plugen_core.images import from_uint8
+from plugen_core.datasets.labels import matches
 from plugen_core.io import PlugenInputError
 from plugen_core.schema import Schema
 
-# Keys every evaluation writes (PLUGEN.md, "Metrics contract").
+# Keys every evaluation writes (PLUGEN.md, "Metrics contract"); RECONSTRUCTION_KEYS only for backbones that
+# encode and decode (a VAE), not for a GAN or a latent-space experiment.
 METRICS_CONTRACT = (
     "judge.accuracy",
     "judge.accuracy_reconstructions",
@@ -30,6 +32,9 @@ METRICS_CONTRACT = (
     "time.train_flow_s",
     "time.generate_1000_s",
 )
+RECONSTRUCTION_KEYS = ("judge.accuracy_reconstructions", "fid.backbone_reconstructions")
+# Keys only an experiment that holds out combinations and has discrete and continuous attributes can fill.
+GROUP_KEYS = tuple(k for k in METRICS_CONTRACT if k.startswith("generation."))
 
 
 def agreement(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, tolerance: float) -> dict[str, np.ndarray]:
@@ -38,9 +43,16 @@ def agreement(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, toleranc
     return {
         a.name: (np.abs(pred[a.name].to_numpy(float) - target[a.name].to_numpy(float)) <= tolerance * a.range)
         if a.kind == "continuous"
-        else (pred[a.name].astype(str).to_numpy() == target[a.name].astype(str).to_numpy())
+        else same_value(a, pred[a.name], target[a.name])
         for a in schema.attributes
     }
+
+
+def same_value(attribute, pred: pd.Series, target: pd.Series) -> np.ndarray:
+    """Discrete values compared as numbers for a binary attribute (1 == 1.0, as labels tables store it), else as text."""
+    if attribute.kind == "binary":
+        return pred.to_numpy(float) == target.to_numpy(float)
+    return pred.astype(str).to_numpy() == target.astype(str).to_numpy()
 
 
 def summarise(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, prefix: str) -> dict[str, float]:
@@ -55,7 +67,7 @@ def summarise(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, prefix: 
             out[f"{prefix}.{a.name}.mae_fraction"] = float(err / a.range)
             mae.append(err / a.range)
         else:
-            hit = (pred[a.name].astype(str).to_numpy() == target[a.name].astype(str).to_numpy()).mean()
+            hit = same_value(a, pred[a.name], target[a.name]).mean()
             out[f"{prefix}.{a.name}.accuracy"] = float(hit)
             acc.append(hit)
     if acc:
@@ -68,10 +80,7 @@ def summarise(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, prefix: 
 def matches_any(df: pd.DataFrame, combinations: list[dict]) -> np.ndarray:
     hit = np.zeros(len(df), dtype=bool)
     for combo in combinations:
-        one = np.ones(len(df), dtype=bool)
-        for name, value in combo.items():
-            one &= (df[name].astype(str) == str(value)).to_numpy()
-        hit |= one
+        hit |= matches(df, combo)
     return hit
 
 
@@ -152,12 +161,13 @@ class FeatureExtractor(nn.Module):
 
 
 @torch.no_grad()
-def fid_kid(extractor: nn.Module, real: np.ndarray, fakes: dict[str, np.ndarray], kid_subset_size: int, batch_size: int = 500) -> dict[str, float]:
-    """FID and KID of each fake set against `real` (uint8 images), on the given feature extractor."""
+def fid_kid(extractor: nn.Module, real: np.ndarray, fakes: dict[str, np.ndarray], kid_subset_size: int, to_input=from_uint8, batch_size: int = 500) -> dict[str, float]:
+    """FID and KID of each fake set against `real` (samples in the stored format, which `to_input` turns into the
+    extractor's input: uint8 images by default), on the given feature extractor."""
     fid = FrechetInceptionDistance(feature=extractor, normalize=True, reset_real_features=False)
     kid = KernelInceptionDistance(feature=extractor, normalize=True, reset_real_features=False, subset_size=min(kid_subset_size, len(real), *map(len, fakes.values())))
     for start in range(0, len(real), batch_size):
-        x = from_uint8(real[start : start + batch_size])
+        x = to_input(real[start : start + batch_size])
         fid.update(x, real=True)
         kid.update(x, real=True)
     out = {}
@@ -165,7 +175,7 @@ def fid_kid(extractor: nn.Module, real: np.ndarray, fakes: dict[str, np.ndarray]
         fid.reset()
         kid.reset()
         for start in range(0, len(images), batch_size):
-            x = from_uint8(images[start : start + batch_size])
+            x = to_input(images[start : start + batch_size])
             fid.update(x, real=False)
             kid.update(x, real=False)
         out[f"fid.{name}"] = float(fid.compute())

@@ -1,5 +1,7 @@
-"""The judge: a small CNN that reads every attribute off an image. Trained on real labelled images of
-every combination, never on generated ones; its penultimate layer doubles as the FID/KID feature space."""
+"""The judge: a small network that reads every attribute off a sample, a CNN for images and an MLP for latent
+vectors (bring-your-own latents: a latent-space judge). Trained on real labelled data of every combination, never on
+generated samples; its penultimate layer doubles as the FID/KID feature space. The same class, trained on the
+plugin's labelled subset only, is the labeller of backbones without an encoder (plugen_core/labelling.py)."""
 from __future__ import annotations
 
 import math
@@ -12,21 +14,28 @@ from torch import nn
 from tqdm import tqdm
 
 from plugen_core.images import from_uint8, gaussian_blur
-from plugen_core.io import load_checkpoint, save_checkpoint
+from plugen_core.io import PlugenInputError, load_checkpoint, save_checkpoint
 from plugen_core.schema import Schema
 
 FEATURES = 128
 
 
 class Judge(nn.Module):
-    def __init__(self, schema: Schema, channels: int = 3, width: int = 32):
+    def __init__(self, schema: Schema, input_shape: tuple[int, ...] = (32, 32, 3), width: int = 32):
         super().__init__()
         self.schema = schema
-        self.channels, self.width = channels, width
-        convs: list[nn.Module] = []
-        for c_in, c_out in [(channels, width), (width, 2 * width), (2 * width, 4 * width)]:
-            convs += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
-        self.trunk = nn.Sequential(*convs, nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(4 * width * 16, FEATURES), nn.ReLU())
+        self.input_shape, self.width = tuple(input_shape), width
+        self.images = len(self.input_shape) == 3  # (H, W, C) uint8 images; otherwise (dim,) float vectors
+        if self.images:
+            convs: list[nn.Module] = []
+            for c_in, c_out in [(self.input_shape[2], width), (width, 2 * width), (2 * width, 4 * width)]:
+                convs += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
+            self.trunk = nn.Sequential(*convs, nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(4 * width * 16, FEATURES), nn.ReLU())
+        elif len(self.input_shape) == 1:
+            hidden = 8 * width
+            self.trunk = nn.Sequential(nn.BatchNorm1d(self.input_shape[0]), nn.Linear(self.input_shape[0], hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, FEATURES), nn.ReLU())
+        else:
+            raise PlugenInputError(f"judge: samples must be images (H, W, C) or vectors (dim,), got shape {self.input_shape}")
         self.head = nn.Linear(FEATURES, schema.n_coords)
         self.num_features = FEATURES  # read by torchmetrics when the judge is its feature extractor
 
@@ -49,37 +58,52 @@ class Judge(nn.Module):
                 total = total + 10 * F.mse_loss(out[:, sl], target[:, sl])
         return total
 
+    def to_input(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
+        if isinstance(samples, torch.Tensor):
+            return samples
+        return from_uint8(samples) if self.images else torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+
     @torch.no_grad()
-    def predict(self, images: np.ndarray | torch.Tensor, batch_size: int = 512) -> pd.DataFrame:
-        """Attribute values in the schema's own units (class names, 0/1, continuous values)."""
+    def outputs(self, samples: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
         self.eval()
         device = next(self.parameters()).device
-        outs = []
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size]
-            x = from_uint8(x) if isinstance(x, np.ndarray) else x
-            outs.append(self(x.to(device)).cpu())
-        out = torch.cat(outs).numpy()
-        for a in self.schema.attributes:  # logits -> the 1/0 coding that Schema.decode reads
-            if a.kind == "binary":
-                sl = self.schema.slices[a.name]
-                out[:, sl] = (out[:, sl] > 0).astype(np.float32)
-        return self.schema.decode(out)
+        return torch.cat([self(self.to_input(samples[s : s + batch_size]).to(device)).cpu() for s in range(0, len(samples), batch_size)]).numpy()
 
-    def fit(self, images: np.ndarray, labels: pd.DataFrame, epochs: int, batch_size: int, lr: float, augment: float, device, generator) -> list[dict]:
-        """`augment`: fraction of each batch given mild blur and noise, so decoded images are judged fairly."""
-        target = torch.from_numpy(self.schema.encode(labels[self.schema.names]))
+    def predict(self, samples: np.ndarray | torch.Tensor) -> pd.DataFrame:
+        """Attribute values in the schema's own units (class names, 0/1, continuous values)."""
+        return self.read(self.outputs(samples))[0]
+
+    def read(self, out: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Attribute values, and the probability of the predicted value of each discrete attribute."""
+        out, confidence = out.copy(), {}
+        for a in self.schema.attributes:  # logits -> the 1/0 coding that Schema.decode reads
+            sl = self.schema.slices[a.name]
+            if a.kind == "binary":
+                p = 1 / (1 + np.exp(-out[:, sl.start]))
+                confidence[a.name] = np.maximum(p, 1 - p)
+                out[:, sl] = (out[:, sl] > 0).astype(np.float32)
+            elif a.kind == "categorical":
+                confidence[a.name] = torch.softmax(torch.from_numpy(out[:, sl]), dim=1).max(dim=1).values.numpy()
+        return self.schema.decode(out), pd.DataFrame(confidence)
+
+    def fit(self, samples: np.ndarray, labels: pd.DataFrame, epochs: int, batch_size: int, lr: float, augment: float, device, generator) -> list[dict]:
+        """`augment`: fraction of each image batch given mild blur and noise, so decoded images are judged fairly.
+        Rows with a missing label are left out."""
+        known = labels[self.schema.names].notna().all(axis=1).to_numpy()
+        if not known.any():
+            raise PlugenInputError("judge: no training row has every attribute labelled")
+        samples, target = samples[known], torch.from_numpy(self.schema.encode(labels.loc[known, self.schema.names]))
         self.to(device).train()
         opt = torch.optim.Adam(self.parameters(), lr=lr)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(images) / batch_size))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(samples) / batch_size))
         history = []
         for epoch in range(epochs):
-            perm = torch.randperm(len(images), generator=generator).numpy()
+            perm = torch.randperm(len(samples), generator=generator).numpy()
             total = 0.0
-            for start in tqdm(range(0, len(images), batch_size), desc=f"judge epoch {epoch + 1}/{epochs}", leave=False):
+            for start in tqdm(range(0, len(samples), batch_size), desc=f"judge epoch {epoch + 1}/{epochs}", leave=False):
                 idx = perm[start : start + batch_size]
-                x = from_uint8(images[idx])
-                n_aug = int(round(augment * len(x)))
+                x = self.to_input(samples[idx])
+                n_aug = int(round(augment * len(x))) if self.images else 0
                 if n_aug:
                     sigma = 0.3 + 0.9 * torch.rand(n_aug, generator=generator)
                     noise = 0.03 * torch.rand(n_aug, 1, 1, 1, generator=generator) * torch.randn(x[:n_aug].shape, generator=generator)
@@ -90,16 +114,16 @@ class Judge(nn.Module):
                 opt.step()
                 sched.step()
                 total += loss.item() * len(idx)
-            history.append({"epoch": epoch + 1, "loss": total / len(images)})
+            history.append({"epoch": epoch + 1, "loss": total / len(samples)})
             print(f"[judge] epoch {epoch + 1}/{epochs} loss {history[-1]['loss']:.4f}", flush=True)
         return history
 
     def save(self, path) -> None:
-        save_checkpoint({"schema": self.schema.to_dict(), "channels": self.channels, "width": self.width, "state_dict": self.state_dict()}, path)
+        save_checkpoint({"schema": self.schema.to_dict(), "input_shape": list(self.input_shape), "width": self.width, "state_dict": self.state_dict()}, path)
 
     @classmethod
     def load(cls, path) -> "Judge":
-        ckpt = load_checkpoint(path, ("schema", "channels", "width", "state_dict"))
-        judge = cls(Schema.from_dict(ckpt["schema"]), channels=ckpt["channels"], width=ckpt["width"])
+        ckpt = load_checkpoint(path, ("schema", "input_shape", "width", "state_dict"))
+        judge = cls(Schema.from_dict(ckpt["schema"]), input_shape=tuple(ckpt["input_shape"]), width=ckpt["width"])
         judge.load_state_dict(ckpt["state_dict"])
         return judge.eval()

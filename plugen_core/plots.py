@@ -49,3 +49,29 @@ def training_curves(history: pd.DataFrame, columns: list[str], path: str | Path,
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
+
+
+def attribute_scores(metrics: dict, names: list[str], generation_path: str | Path, manipulation_path: str | Path, title: str) -> None:
+    """Per-attribute scores as bars, where the samples have no picture (a latent-space experiment): generation
+    accuracy (or 1 - MAE for continuous attributes) on seen and unseen combinations; manipulation success and
+    preservation."""
+
+    def score(prefix: str, name: str) -> float:
+        if f"{prefix}.{name}.accuracy" in metrics:
+            return metrics[f"{prefix}.{name}.accuracy"]
+        return 1 - metrics.get(f"{prefix}.{name}.mae_fraction", np.nan)
+
+    x = np.arange(len(names))
+    for path, series, what in (
+        (generation_path, {group: [score(f"generation.{group}", n) for n in names] for group in ("seen", "unseen")}, "generation: accuracy (continuous: 1 - MAE/range)"),
+        (manipulation_path, {kind: [metrics.get(f"manipulation.{n}.{kind}", np.nan) for n in names] for kind in ("success", "preservation")}, "manipulation"),
+    ):
+        fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3))
+        for i, (label, values) in enumerate(series.items()):
+            ax.bar(x + (i - 0.5) * 0.4, values, width=0.4, label=label)
+        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=7)
+        ax.set_title(f"{title} — {what}", fontsize=9)
+        fig.tight_layout()
+        _save(fig, path)

@@ -1,4 +1,4 @@
-"""The trained plugin as an MLflow model, registered as versions of `plugen-<tracking.experiment>`. It carries the
+"""The trained plugin as an MLflow model, registered as versions of `plugen-<experiment>`. It carries the
 flow (with its attribute schema), the backbone that decodes its samples and the plugen_core code, so loading it
 needs nothing but the registry and the pinned packages:
 
@@ -10,11 +10,12 @@ Input: one row per requested sample, one column per attribute: a categorical one
 0/1, a continuous one as a float (7.0, not 7: MLflow refuses to turn other integers into floats) in the attribute's
 units. A missing column or a null leaves the attribute unspecified: it is drawn from its marginal.
 Output: the same rows with every attribute filled in (the values each sample was drawn for) and `image_png`, the
-sample as a base64 PNG. Params: `temperature` and `style_temperature` (default: the evaluation's), `seed` (-1: none).
+sample as a base64 PNG (or, for a backbone whose samples are not images, `sample_json`: the sample as a JSON list). Params: `temperature` and `style_temperature` (default: the evaluation's), `seed` (-1: none).
 """
 from __future__ import annotations
 
 import base64
+import json
 import math
 from importlib.metadata import version
 from io import BytesIO
@@ -36,6 +37,7 @@ from plugen_core.schema import Schema
 
 CHAMPION = "champion"
 IMAGE_COLUMN = "image_png"
+VECTOR_COLUMN = "sample_json"
 REQUIREMENTS = ("torch", "nflows", "numpy", "pandas", "pyyaml", "tqdm", "pillow")  # what plugen_core imports to load
 
 
@@ -49,8 +51,17 @@ class PluGeNModel(mlflow.pyfunc.PythonModel):
         generator = torch.Generator().manual_seed(params["seed"]) if params["seed"] >= 0 else None
         w, labels = self.plugin.sample_latents(model_input, 1, params["temperature"], params["style_temperature"], generator)
         out = self.plugin.schema.decode(labels.numpy())
-        out[IMAGE_COLUMN] = [encode_png(image) for image in self.backbone.decode_data(w)]
+        samples = self.backbone.decode_data(w)
+        out[sample_column(samples)] = [encode_png(s) if is_image(s) else json.dumps(s.tolist()) for s in samples]
         return out
+
+
+def is_image(sample: np.ndarray) -> bool:
+    return sample.ndim == 3 and sample.dtype == np.uint8
+
+
+def sample_column(samples: np.ndarray) -> str:
+    return IMAGE_COLUMN if is_image(samples[0]) else VECTOR_COLUMN
 
 
 def encode_png(image: np.ndarray) -> str:
@@ -64,14 +75,14 @@ def decode_images(output: pd.DataFrame) -> np.ndarray:
     return np.stack([np.asarray(Image.open(BytesIO(base64.b64decode(png))).convert("RGB")) for png in output[IMAGE_COLUMN]])
 
 
-def signature(schema: Schema, defaults: dict) -> ModelSignature:
+def signature(schema: Schema, defaults: dict, output_column: str) -> ModelSignature:
     # Binary inputs are doubles so that a column can mix 0/1 and nulls; outputs are always filled in.
     def kind(a, filled: bool) -> str:
         return "string" if a.kind == "categorical" else "long" if a.kind == "binary" and filled else "double"
 
     return ModelSignature(
         inputs=ColumnSchema([ColSpec(kind(a, False), a.name, required=False) for a in schema.attributes]),
-        outputs=ColumnSchema([ColSpec(kind(a, True), a.name) for a in schema.attributes] + [ColSpec("string", IMAGE_COLUMN)]),
+        outputs=ColumnSchema([ColSpec(kind(a, True), a.name) for a in schema.attributes] + [ColSpec("string", output_column)]),
         params=ParamSchema(
             [
                 ParamSpec("temperature", "double", float(defaults["temperature"])),
@@ -93,6 +104,8 @@ def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | 
     """Log the model under the run and register it as a new version of `name`, tagged with the evaluation metrics.
     Returns the version."""
     schema = PluGeN.load(plugen_path).schema
+    backbone = load_backbone(backbone_path)
+    output_column = sample_column(backbone.decode_data(backbone.sample_prior(1)))
     # log_model files the model under MLflow's active run; leaving the block ends the run, and evaluate is done by then.
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
@@ -100,7 +113,7 @@ def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | 
             python_model=__file__,  # "model from code": loading runs this file (its last line) instead of unpickling
             artifacts={"plugen": str(plugen_path), "backbone": str(backbone_path)},
             code_paths=[str(Path(__file__).parent)],  # plugen_core itself
-            signature=signature(schema, defaults),
+            signature=signature(schema, defaults, output_column),
             input_example=input_example(schema),
             pip_requirements=[f"{dist}=={version(dist)}" for dist in REQUIREMENTS],
         )

@@ -6,9 +6,11 @@ artifacts beside it in mlflow/artifacts/. The project root is the repository DVC
 `tracking.uri: off`, or a params file without a `tracking` section, turns tracking off (whatever
 MLFLOW_TRACKING_URI says).
 
-How one run spans stages: every stage is its own process, so the run id travels in mlflow/active_run.json in the
-workspace (ignored by git and DVC; each `dvc exp run --temp` workspace has its own). The stages with something to
-log (backbone, train_judge, train_flow, evaluate) join the run named there or, when there is none, open one: since
+How one run spans stages: every stage is its own process, so the run id travels in mlflow/runs/<experiment>.json
+in the workspace (ignored by git and DVC; each `dvc exp run --temp` workspace has its own). Each experiment of
+params.yaml is an MLflow experiment of that name with one run per pipeline execution; its params are the experiment's
+effective settings (plugen_core/config.py), flattened. The stages with something to log (backbone, train_flow,
+evaluate) join the run named there or, when there is none, open one: since
 `dvc repro` runs only the stages a change touches, whichever of them runs first opens it. `evaluate`, the last
 stage, ends it; any stage that fails marks it FAILED. The file is stale, and the stage opens a new run (ending the
 stale one as KILLED), when its run is no longer RUNNING, when params.yaml or the git commit changed since it was
@@ -17,14 +19,17 @@ execution that wrote the file died after starting it.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
+import fnmatch
 import functools
 import hashlib
 import json
 import math
 import numbers
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,7 +41,11 @@ import yaml
 from plugen_core import io
 from plugen_core.io import PlugenInputError
 
-STATE_FILE = Path("mlflow/active_run.json")  # relative to the workspace the stage runs in
+RUNS = Path("mlflow/runs")  # relative to the workspace the stage runs in
+
+
+def state_file(experiment: str) -> Path:
+    return RUNS / f"{experiment}.json"
 
 
 def project_root() -> Path:
@@ -99,7 +108,7 @@ def experiment_id(client, name: str, uri: str) -> str:
         except MlflowException:  # a parallel stage created it first
             experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage == "deleted":
-        raise PlugenInputError(f"MLflow experiment '{name}' at {uri} is missing or deleted; restore it or change tracking.experiment")
+        raise PlugenInputError(f"MLflow experiment '{name}' at {uri} is missing or deleted; restore it or rename the experiment")
     return experiment.experiment_id
 
 
@@ -130,6 +139,7 @@ class PipelineRun:
     """One stage's handle on the pipeline's MLflow run (see the module docstring)."""
 
     def __init__(self, stage: str, params: dict):
+        """`params`: an experiment's effective settings (config.experiment), `tracking.experiment` its name."""
         self.stage, self.params = stage, params
         self.uri = tracking_uri(params)
         self.optional = bool(params.get("tracking", {}).get("optional", False))
@@ -145,14 +155,15 @@ class PipelineRun:
         if settings["primary_direction"] not in ("max", "min"):
             raise PlugenInputError(f"params: tracking.primary_direction must be 'max' or 'min', got {settings['primary_direction']!r}")
         self.client = connect(self.uri)
-        state = _read_state()
+        self.state_file = state_file(settings["experiment"])
+        state = _read_state(self.state_file)
         fingerprint = _fingerprint(self.params)
         if self._resumable(state, fingerprint):
             self.run_id, stages = state["run_id"], state["stages"] + [self.stage]
         else:
             self._abandon(state)
             self.run_id, stages = self._open(), [self.stage]
-        io.write_json({"uri": self.uri, "run_id": self.run_id, "fingerprint": fingerprint, "stages": stages}, STATE_FILE)
+        io.write_json({"uri": self.uri, "run_id": self.run_id, "fingerprint": fingerprint, "stages": stages}, self.state_file)
         self.client.set_tag(self.run_id, "plugen.stages", ",".join(stages))
 
     def _status(self, run_id: str) -> str | None:
@@ -222,18 +233,23 @@ class PipelineRun:
     def register_plugin(self, plugen_path: str | Path, backbone_path: str | Path, metrics: dict) -> None:
         """Log the plugin as a pyfunc model, register it as a new version; `champion` moves to it if it is better."""
         from plugen_core import pyfunc_model
+        from plugen_core.evaluation import GROUP_KEYS, RECONSTRUCTION_KEYS
 
         settings, evaluate = self.params["tracking"], self.params.get("evaluate", {})
         name = f"plugen-{settings['experiment']}"
         defaults = {"temperature": evaluate.get("temperature", 1.0), "style_temperature": evaluate.get("style_temperature", 1.0)}
         version = pyfunc_model.log_and_register(self.run_id, plugen_path, backbone_path, name, metrics, defaults)
+        if settings["primary_metric"] in RECONSTRUCTION_KEYS + GROUP_KEYS and settings["primary_metric"] not in metrics:
+            # a contract metric this experiment has none of: no reconstructions (a GAN), or no held-out combination
+            print(f"[{self.stage}] registered {name} version {version}; it has no {settings['primary_metric']}, so the champion alias stays")
+            return
         champion = pyfunc_model.promote_if_better(self.client, name, version, metrics, settings["primary_metric"], settings["primary_direction"])
         print(f"[{self.stage}] registered {name} version {version}; champion: version {champion}")
 
     def close(self) -> None:
         """End the run: the last stage, `evaluate`, calls it when done."""
         if self.run_id is not None:
-            STATE_FILE.unlink(missing_ok=True)  # even if MLflow cannot be told, the next execution opens a new run
+            self.state_file.unlink(missing_ok=True)  # even if MLflow cannot be told, the next execution opens a new run
             self._finish()
 
     @_tracked
@@ -250,32 +266,40 @@ def join(stage: str, params: dict) -> PipelineRun:
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """io.run_stage; in addition, when the stage fails, the run in the state file is marked FAILED (KILLED on Ctrl-C)
-    rather than left RUNNING, whether or not this stage logs to it. Every stage's `__main__` calls this."""
+    """io.run_stage; in addition, when the stage fails, the run in its experiment's state file (`--experiment` on
+    the command line) is marked FAILED (KILLED on Ctrl-C) rather than left RUNNING, whether or not this stage logs
+    to it. Every experiment stage's `__main__` calls this."""
 
     def tracked_main() -> None:
         try:
             main()
         except BaseException as e:
             with contextlib.suppress(Exception):  # the stage's own error is the one to report
-                end_carried_run("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+                end_carried_run(_experiment_argument(), "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
             raise
 
     io.run_stage(tracked_main)
 
 
-def end_carried_run(status: str) -> None:
-    """End the run named in the state file with `status`, and forget it. The file exists until `evaluate` is done,
-    so its run belongs to the execution that failed (even if model logging has already marked it FINISHED)."""
-    state = _read_state()
+def _experiment_argument() -> str | None:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--experiment")
+    return parser.parse_known_args()[0].experiment
+
+
+def end_carried_run(experiment: str | None, status: str) -> None:
+    """End the run named in the experiment's state file with `status`, and forget it. The file exists until
+    `evaluate` is done, so its run belongs to the execution that failed (even if model logging marked it FINISHED)."""
+    path = state_file(experiment) if experiment else None
+    state = _read_state(path) if path else None
     if state is not None:
-        STATE_FILE.unlink()
+        path.unlink()
         connect(state["uri"]).set_terminated(state["run_id"], status)
 
 
-def _read_state() -> dict | None:
+def _read_state(path: Path) -> dict | None:
     try:
-        return json.loads(STATE_FILE.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):  # none, or torn by a crash: either way there is no run to resume
         return None
 
@@ -299,6 +323,7 @@ def _run_tags(params: dict) -> dict[str, str]:
         "dvc.baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV"),
         "device": str(io.resolve_device(params.get("device", "auto"))),
         "backbone.kind": params.get("backbone", {}).get("kind"),
+        "dataset": params.get("dataset", {}).get("name"),
     }
     return {key: value for key, value in tags.items() if value}
 
@@ -311,11 +336,13 @@ def _dirty() -> bool:
         stages = yaml.safe_load(Path("dvc.yaml").read_text())["stages"].values()
     except (OSError, KeyError, TypeError, yaml.YAMLError):  # a stage run outside a DVC workspace
         stages = []
-    written = {"dvc.lock"}
+    written = ["dvc.lock"]
     for stage in stages:
+        stage = stage.get("do", stage)  # a foreach stage's template
         for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
-            written.add(next(iter(out)) if isinstance(out, dict) else out)  # `path` or `{path: options}`
-    return bool(changed - written)
+            path = next(iter(out)) if isinstance(out, dict) else out  # `path` or `{path: options}`
+            written.append(re.sub(r"\$\{[^}]*\}", "*", path))  # metrics/${key}/metrics.json -> metrics/*/metrics.json
+    return any(not any(fnmatch.fnmatch(path, pattern) or path.startswith(pattern.rstrip("/") + "/") for pattern in written) for path in changed)
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:

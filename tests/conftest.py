@@ -10,12 +10,14 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Tiny params: the whole pipeline in about a minute on 2 CPU cores.
+# Tiny params: the shapes-vae pipeline in about a minute on 2 CPU cores. Repository copies keep only the
+# SMOKE_EXPERIMENTS of params.yaml, so that runs of the whole pipeline stay within the test budget.
+SMOKE_EXPERIMENTS = ("shapes-vae",)
 SMOKE_PARAMS = {
-    "data.n_train": 2000,
-    "data.n_test": 400,
-    "data.labelled.size": 200,
-    "backbone.epochs": 2,
+    "datasets.shapes.n_train": 2000,
+    "datasets.shapes.n_test": 400,
+    "datasets.shapes.labelled.size": 200,
+    "experiments.shapes-vae.backbone.epochs": 2,
     "judge.epochs": 1,
     "flow.epochs": 3,
     "evaluate.n_generation": 50,
@@ -36,13 +38,17 @@ def set_params(path: Path, overrides: dict) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def copy_repo(dest: Path) -> Path:
-    """This checkout's files (committed or not; ignored ones left out) as a fresh git repository: DVC experiments need commits."""
+def copy_repo(dest: Path, experiments: tuple[str, ...] = SMOKE_EXPERIMENTS) -> Path:
+    """This checkout's files (committed or not; ignored ones left out) as a fresh git repository (DVC experiments need
+    commits), with only `experiments` left in params.yaml."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if (REPO / f).is_file():
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, dest / f)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["experiments"] = {name: params["experiments"][name] for name in experiments}
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost"]
     for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "copy"]):
         subprocess.run(git + args, cwd=dest, check=True)

@@ -31,24 +31,28 @@ def deployed_job_variables(name: str, monkeypatch) -> dict:
 
 def test_stage_graph_comes_from_dvc_yaml(repo_copy):
     stages = {s.name: s for s in read_stages(repo_copy)}
-    assert list(stages) == list(yaml.safe_load((repo_copy / "dvc.yaml").read_text())["stages"])  # dvc.yaml lists them in dependency order
-    assert set(stages["evaluate"].upstream) == {"data", "backbone", "train_judge", "train_flow"}
-    assert {name for name, s in stages.items() if s.gpu} == {"backbone", "train_judge", "train_flow"}
-    assert "metrics/metrics.json" in stages["evaluate"].git_outs
+    templates = list(yaml.safe_load((repo_copy / "dvc.yaml").read_text())["stages"])  # in dependency order
+    assert list(stages) == [f"{t}@shapes" if t in ("data", "train_judge") else f"{t}@shapes-vae" for t in templates]
+    assert set(stages["evaluate@shapes-vae"].upstream) == {"data@shapes", "backbone@shapes-vae", "train_judge@shapes", "train_flow@shapes-vae", "extract_latents@shapes-vae"}
+    assert {name for name, s in stages.items() if s.gpu} == {"backbone@shapes-vae", "train_judge@shapes", "train_flow@shapes-vae"}
+    assert "metrics/shapes-vae/metrics.json" in stages["evaluate@shapes-vae"].git_outs
 
 
 def test_targets_bring_their_upstream_and_unknown_ones_are_named(repo_copy):
-    assert [s.name for s in read_stages(repo_copy, ["train_flow"])] == ["data", "backbone", "extract_latents", "align_labels", "train_flow"]
+    assert [s.name for s in read_stages(repo_copy, ["train_flow@shapes-vae"])] == [
+        "data@shapes", "backbone@shapes-vae", "extract_latents@shapes-vae", "align_labels@shapes-vae", "train_flow@shapes-vae"
+    ]
     with pytest.raises(ValueError, match=r"unknown stage\(s\) \['trian_flow'\]"):
         read_stages(repo_copy, ["trian_flow"])
 
 
 def test_overrides_are_written_as_dvc_exp_run_set_param_does(repo_copy):
     apply_params(repo_copy, {"flow.epochs": 5, "flow.sigma_min": "0.15", "device": "cpu", "flow.balanced": False,
-                             "data.labelled.held_out": [{"shape": "circle", "hollow": 1}]})
+                             "datasets.shapes.labelled.held_out": [{"shape": "circle", "hollow": 1}], "experiments.shapes-vae.backbone.beta": 0.5})
     params = yaml.safe_load((repo_copy / "params.yaml").read_text())
     assert (params["flow"]["epochs"], params["flow"]["sigma_min"], params["device"], params["flow"]["balanced"]) == (5, 0.15, "cpu", False)
-    assert params["data"]["labelled"]["held_out"] == [{"shape": "circle", "hollow": 1}]
+    assert params["datasets"]["shapes"]["labelled"]["held_out"] == [{"shape": "circle", "hollow": 1}]
+    assert params["experiments"]["shapes-vae"]["backbone"]["beta"] == 0.5
     with pytest.raises(ValueError, match="Could not override 'flow.nope'"):
         apply_params(repo_copy, {"flow.nope": 1})
 

@@ -141,22 +141,22 @@ def deployed(server, tmp_path_factory) -> Deployed:
 
 def test_local_deployment_runs_the_stages_on_a_worker(deployed, server):
     assert deployed.flow_run["state_name"] == "Completed", (server.home / "worker.log").read_text()[-5000:]
-    metrics = json.loads((deployed.repo / "metrics/metrics.json").read_text())
+    metrics = json.loads((deployed.repo / "metrics/shapes-vae/metrics.json").read_text())
     assert not [key for key in METRICS_CONTRACT if key not in metrics]
     assert "Data and pipelines are up to date" in dvc(deployed.repo, "status")
 
     tasks = server.task_runs(deployed.flow_run["id"])
-    stages = ["data", "backbone", "train_judge", "extract_latents", "align_labels", "train_flow", "evaluate"]
+    stages = ["data@shapes", "train_judge@shapes"] + [f"{s}@shapes-vae" for s in ("backbone", "extract_latents", "align_labels", "train_flow", "evaluate")]
     assert all(tasks[s]["state_name"] == "Completed" for s in stages)
-    assert {s for s in stages if "gpu" in tasks[s]["tags"]} == {"backbone", "train_judge", "train_flow"}
+    assert {s for s in stages if "gpu" in tasks[s]["tags"]} == {"backbone@shapes-vae", "train_judge@shapes", "train_flow@shapes-vae"}
     assert server.get("/concurrency_limits/tag/gpu")["active_slots"] == []  # under the limit, and every slot given back
     assert tasks["dvc exp save"]["state_name"] == "Completed"
     assert dvc(deployed.repo, "exp", "list", "--name-only").split()  # the overridden run is a DVC experiment
 
     # The stage's own output reaches the log line by line while it runs, not in one piece at its end.
-    backbone = server.logs(tasks["backbone"]["id"])
+    backbone = server.logs(tasks["backbone@shapes-vae"]["id"])
     first_epoch = next(log for log in backbone if "[backbone] epoch 1/" in log["message"])
-    done = next(log for log in backbone if "[backbone] trained" in log["message"])
+    done = next(log for log in backbone if "[backbone] vae (" in log["message"])
     assert datetime.fromisoformat(done["timestamp"]) - datetime.fromisoformat(first_epoch["timestamp"]) > timedelta(seconds=1)
 
     for name in ("gpu-docker", "gpu-k8s"):  # accepted by the server against their pools' job templates
@@ -181,26 +181,26 @@ def test_orchestration_overhead_over_plain_dvc_repro(deployed, server):
 def test_failing_stage_fails_the_run_after_retries_and_keeps_what_succeeded(server, tmp_path):
     repo = copy_repo(tmp_path / "repo")
     cli = subprocess.run(  # python -m flows.pipeline, pointed at the module's server instead of a temporary one
-        [sys.executable, "-m", "flows.pipeline", *SMOKE_SETS, "--set", "backbone.kind=bogus", "--retries", "1", "--retry-delay", "1"],
+        [sys.executable, "-m", "flows.pipeline", *SMOKE_SETS, "--set", "experiments.shapes-vae.backbone.kind=bogus", "--retries", "1", "--retry-delay", "1"],
         cwd=repo, env=server.env, capture_output=True, text=True,
     )
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert "backbone.kind 'bogus' is unknown" in cli.stdout + cli.stderr  # the stage's own message, in the log
-    summary = re.search(r"flow run (\S+): Failed: stage\(s\) failed: backbone; not run: (.*)", cli.stdout)
-    assert summary[2] == "extract_latents, align_labels, train_flow, evaluate"
+    summary = re.search(r"flow run (\S+): Failed: stage\(s\) failed: backbone@shapes-vae; not run: (.*)", cli.stdout)
+    assert summary[2] == "extract_latents@shapes-vae, align_labels@shapes-vae, train_flow@shapes-vae, evaluate@shapes-vae"
     assert server.get(f"/flow_runs/{summary[1]}")["state_name"] == "Failed"
 
     tasks = server.task_runs(summary[1])
-    assert set(tasks) == {"data", "backbone", "train_judge"}  # nothing downstream of the failure started
-    assert (tasks["backbone"]["state_name"], tasks["backbone"]["run_count"]) == ("Failed", 2)  # the first try and one retry
-    for name in ("data", "train_judge"):  # train_judge does not need the backbone: it still ran
+    assert set(tasks) == {"data@shapes", "backbone@shapes-vae", "train_judge@shapes"}  # nothing downstream of the failure started
+    assert (tasks["backbone@shapes-vae"]["state_name"], tasks["backbone@shapes-vae"]["run_count"]) == ("Failed", 2)  # the first try and one retry
+    for name in ("data@shapes", "train_judge@shapes"):  # train_judge does not need the backbone: it still ran
         assert (tasks[name]["state_name"], tasks[name]["run_count"]) == ("Completed", 1)
-    assert "up to date" in dvc(repo, "status", "data", "train_judge")  # their outputs are intact and recorded in dvc.lock
+    assert "up to date" in dvc(repo, "status", "data@shapes", "train_judge@shapes")  # their outputs are intact and recorded in dvc.lock
 
 
 def test_push_needs_a_remote_and_sends_the_outputs_there(server, tmp_path):
     repo = copy_repo(tmp_path / "repo")
-    pipeline = [sys.executable, "-m", "flows.pipeline", "--targets", "data", "--push", *SMOKE_SETS]
+    pipeline = [sys.executable, "-m", "flows.pipeline", "--targets", "data@shapes", "--push", *SMOKE_SETS]
     cli = subprocess.run(pipeline, cwd=repo, env=server.env, capture_output=True, text=True)
     assert cli.returncode == 1 and "no default DVC remote; add one with `dvc remote add -d" in cli.stdout + cli.stderr
     assert not (repo / "data/shapes").exists()  # refused before running anything
@@ -208,7 +208,7 @@ def test_push_needs_a_remote_and_sends_the_outputs_there(server, tmp_path):
     dvc(repo, "remote", "add", "-d", "storage", str(tmp_path / "remote"))
     cli = subprocess.run(pipeline, cwd=repo, env=server.env, capture_output=True, text=True)
     assert cli.returncode == 0, cli.stdout + cli.stderr
-    assert json.loads(dvc(repo, "status", "--cloud", "--json", "data")) == {}  # the remote holds every output of `data`
+    assert json.loads(dvc(repo, "status", "--cloud", "--json", "data@shapes")) == {}  # the remote holds every output of `data@shapes`
 
 
 def test_sweep_runs_a_grid_as_dvc_experiments_and_compares_them(deployed, server):

@@ -3,6 +3,7 @@ then what it recorded, the registered champion generating and being served over 
 workspace recording into the project's own store, and a stage facing an unreachable server."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import requests
 import yaml
 from mlflow import MlflowClient
 
+from plugen_core import config
 from plugen_core.judge import Judge
 from plugen_core.pyfunc_model import decode_images
 from plugen_core.tracking import _flatten
@@ -104,30 +106,30 @@ def test_the_run_holds_params_tags_metrics_artifacts_and_a_model_version(pipelin
     (recorded,) = client.search_runs([client.get_experiment_by_name("shapes-vae").experiment_id])
     run_id, tags = recorded.info.run_id, recorded.data.tags
     assert recorded.info.status == "FINISHED"
-    assert tags["plugen.stages"] == "backbone,train_judge,train_flow,evaluate"
-    assert (tags["mlflow.source.git.commit"], tags["git.dirty"], tags["device"], tags["backbone.kind"]) == (pipeline.commit, "false", "cpu", "vae")
+    assert tags["plugen.stages"] == "backbone,train_flow,evaluate"
+    assert (tags["mlflow.source.git.commit"], tags["git.dirty"], tags["device"], tags["backbone.kind"], tags["dataset"]) == (pipeline.commit, "false", "cpu", "vae", "shapes")
 
     params = yaml.safe_load((pipeline.repo / "params.yaml").read_text())
-    assert {k: v for k, v in recorded.data.params.items() if not k.startswith("md5.")} == _flatten(params)
+    assert {k: v for k, v in recorded.data.params.items() if not k.startswith("md5.")} == _flatten(config.experiment(params, "shapes-vae"))
     lock = yaml.safe_load((pipeline.repo / "dvc.lock").read_text())["stages"]
-    for out in lock["data"]["outs"] + [o for o in lock["backbone"]["outs"] if o["path"] == "models/backbone.pt"]:
+    for out in lock["data@shapes"]["outs"] + [o for o in lock["backbone@shapes-vae"]["outs"] if o["path"] == "models/shapes-vae/backbone.pt"]:
         assert recorded.data.params[f"md5.{out['path']}"] == out["md5"]  # the same hashes as DVC's
 
-    metrics = json.loads((pipeline.repo / "metrics/metrics.json").read_text())
+    metrics = json.loads((pipeline.repo / "metrics/shapes-vae/metrics.json").read_text())
     assert {k: v for k, v in recorded.data.metrics.items() if "/" not in k} == pytest.approx({k: v for k, v in metrics.items() if not isinstance(v, str)})
-    for key, epochs in [("backbone/loss", SMOKE_PARAMS["backbone.epochs"]), ("judge/loss", SMOKE_PARAMS["judge.epochs"]), ("flow/nll", FLOW_PARAMS["flow.epochs"]), ("flow/sigma", FLOW_PARAMS["flow.epochs"])]:
+    for key, epochs in [("backbone/loss", SMOKE_PARAMS["experiments.shapes-vae.backbone.epochs"]), ("flow/nll", FLOW_PARAMS["flow.epochs"]), ("flow/sigma", FLOW_PARAMS["flow.epochs"])]:
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, epochs + 1)), key
 
     assert {a.path for a in client.list_artifacts(run_id)} == {"metrics", "plots", "schema.json"}
     assert {a.path for a in client.list_artifacts(run_id, "plots")} == {f"plots/{n}.png" for n in ("generation_grid", "manipulation_grid", "flow_curves")}
     assert {a.path for a in client.list_artifacts(run_id, "metrics")} == {"metrics/metrics.json", "metrics/flow_history.csv"}
     schema = Path(client.download_artifacts(run_id, "schema.json", str(tmp_path)))
-    assert json.loads(schema.read_text()) == json.loads((pipeline.repo / "aligned/schema.json").read_text())
+    assert json.loads(schema.read_text()) == json.loads((pipeline.repo / "aligned/shapes-vae/schema.json").read_text())
 
     champion = client.get_model_version_by_alias(MODEL, "champion")
     assert (str(champion.version), champion.run_id) == ("1", run_id)
     assert champion.tags["generation.unseen.accuracy"] == str(metrics["generation.unseen.accuracy"])
-    assert not (pipeline.repo / "mlflow/active_run.json").exists() and not (pipeline.repo / "mlflow/mlflow.db").exists()
+    assert not (pipeline.repo / "mlflow/runs/shapes-vae.json").exists() and not (pipeline.repo / "mlflow/mlflow.db").exists()
 
 
 def test_the_champion_generates_the_requested_attributes(pipeline):
@@ -141,7 +143,7 @@ def test_the_champion_generates_the_requested_attributes(pipeline):
     assert images.shape == (200, 32, 32, 3)
     # The smoke judge reads light_background off real images perfectly (other attributes barely: it saw one epoch);
     # chance is 0.5, and this weak plugin gets about 0.95 of the backgrounds it is asked for right.
-    judged = Judge.load(pipeline.repo / "models/judge.pt").predict(images)
+    judged = Judge.load(pipeline.repo / "models/judges/shapes.pt").predict(images)
     assert (judged["light_background"] == requested["light_background"]).mean() >= 0.8
 
 
@@ -165,6 +167,7 @@ def test_the_champion_is_served_over_rest(pipeline, tmp_path):
 
 def test_plugen_runs_prints_each_run_with_its_metrics(pipeline):
     out = run([sys.executable, "-m", "plugen_core.cli", "runs"], pipeline.repo, {"MLFLOW_TRACKING_URI": pipeline.uri}).stdout
+    assert "== shapes-vae" in out
     client = MlflowClient(pipeline.uri)
     (recorded,) = client.search_runs([client.get_experiment_by_name("shapes-vae").experiment_id])
     assert recorded.info.run_id[:8] in out and "v1@champion" in out and "generation.unseen.accuracy" in out
@@ -186,11 +189,13 @@ def test_a_stage_facing_an_unreachable_server_fails_naming_it_unless_tracking_is
     dead = f"http://127.0.0.1:{free_port()}"
     params = yaml.safe_load((pipeline.repo / "params.yaml").read_text())
     params["flow"]["epochs"] = 1
-    stage = [sys.executable, "-m", "plugen_core.stages.train_flow", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "plugen.pt"), "--history", str(tmp_path / "history.csv")]
+    for inputs in ("latents/shapes-vae", "aligned/shapes-vae"):  # a workspace of its own: the module's stays as it was
+        shutil.copytree(pipeline.repo / inputs, tmp_path / inputs)
+    stage = [sys.executable, "-m", "plugen_core.stages.train_flow", "--experiment", "shapes-vae"]
     for optional in (False, True):
         params["tracking"]["optional"] = optional
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-        result = run(stage, pipeline.repo, {"MLFLOW_TRACKING_URI": dead}, check=False)
+        result = run(stage, tmp_path, {"MLFLOW_TRACKING_URI": dead, "PYTHONPATH": str(pipeline.repo)}, check=False)
         assert dead in result.stderr
         assert result.returncode == (0 if optional else 2), result.stderr
-        assert (tmp_path / "plugen.pt").exists() == (tmp_path / "history.csv").exists() == optional
+        assert (tmp_path / "models/shapes-vae/plugen.pt").exists() == (tmp_path / "metrics/shapes-vae/flow_history.csv").exists() == optional

@@ -5,6 +5,7 @@ import math
 import re
 import socket
 import subprocess
+import sys
 
 import pytest
 from mlflow import MlflowClient
@@ -65,12 +66,16 @@ def test_uri_precedence_and_switching_off(monkeypatch):
 
 def test_dirty_means_changed_sources_not_what_the_pipeline_writes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "dvc.yaml").write_text("stages:\n  s:\n    cmd: x\n    outs: [out.txt]\n    metrics: [{m.json: {cache: false}}]\n")
-    for name in ("m.json", "dvc.lock", "code.py"):
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  s:\n    cmd: x\n    outs: [out.txt]\n    metrics: [{m.json: {cache: false}}]\n"
+        "  t:\n    foreach: [a, b]\n    do:\n      cmd: x\n      plots:\n        - p/${item}/h.csv:\n            cache: false\n"
+    )
+    (tmp_path / "p/a").mkdir(parents=True)
+    for name in ("m.json", "dvc.lock", "code.py", "p/a/h.csv"):
         (tmp_path / name).write_text("1")
     for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "x"]):
         subprocess.run(["git", *args], check=True)
-    for name in ("m.json", "dvc.lock"):  # what earlier stages of the same execution rewrite
+    for name in ("m.json", "dvc.lock", "p/a/h.csv"):  # what earlier stages of the same execution rewrite
         (tmp_path / name).write_text("2")
     assert not tracking._dirty()
     (tmp_path / "code.py").write_text("2")
@@ -79,14 +84,15 @@ def test_dirty_means_changed_sources_not_what_the_pipeline_writes(tmp_path, monk
 
 def test_one_run_spans_the_stages_and_evaluate_ends_it(params, store):
     first = tracking.join("backbone", params)
-    assert tracking.STATE_FILE.is_file()
+    state = tracking.state_file(params["tracking"]["experiment"])
+    assert state.is_file()
     second = tracking.join("train_flow", params)
     assert second.run_id == first.run_id
     run = MlflowClient(store).get_run(first.run_id)
     assert run.data.tags["plugen.stages"] == "backbone,train_flow"
     assert run.data.params["tracking.experiment"] == params["tracking"]["experiment"] and run.data.params["seed"] == "0"
     tracking.join("evaluate", params).close()
-    assert status(store, first.run_id) == "FINISHED" and not tracking.STATE_FILE.exists()
+    assert status(store, first.run_id) == "FINISHED" and not state.exists()
     assert tracking.join("train_flow", params).run_id != first.run_id  # the next execution: a new run
 
 
@@ -104,8 +110,10 @@ def test_a_stale_file_does_not_hijack_the_next_execution(params, store, change):
     assert status(store, fresh.run_id) == "RUNNING"
 
 
-def test_a_failing_stage_marks_the_run_failed(params, store, capsys):
+def test_a_failing_stage_marks_the_run_failed(params, store, capsys, monkeypatch):
     run = tracking.join("backbone", params)
+    other = tracking.join("backbone", params | {"tracking": params["tracking"] | {"experiment": "another-experiment"}})
+    monkeypatch.setattr(sys, "argv", ["stage", "--experiment", params["tracking"]["experiment"]])
 
     def failing_stage():  # a later stage, one that does not log to the run (extract_latents, say)
         raise PlugenInputError("models/backbone.pt: corrupt or unreadable checkpoint")
@@ -113,7 +121,8 @@ def test_a_failing_stage_marks_the_run_failed(params, store, capsys):
     with pytest.raises(SystemExit) as exit_:
         tracking.run_stage(failing_stage)
     assert exit_.value.code == 2 and "models/backbone.pt: corrupt" in capsys.readouterr().err
-    assert status(store, run.run_id) == "FAILED" and not tracking.STATE_FILE.exists()
+    assert status(store, run.run_id) == "FAILED" and not tracking.state_file(params["tracking"]["experiment"]).exists()
+    assert status(store, other.run_id) == "RUNNING"  # another experiment's run is not this stage's
 
 
 def test_unreachable_server_fails_the_stage_naming_the_uri_unless_optional(params, monkeypatch, capsys):

@@ -2,9 +2,13 @@
 from pathlib import Path
 
 from plugen_core.backbones.base import Backbone, load_backbone as _load
+from plugen_core.backbones.gan import DCGAN
+from plugen_core.backbones.identity import LatentSpace
+from plugen_core.backbones.imported import Imported
 from plugen_core.backbones.vae import ConvVAE
 
-BACKBONES: dict[str, type[Backbone]] = {ConvVAE.kind: ConvVAE}
+BACKBONES: dict[str, type[Backbone]] = {cls.kind: cls for cls in (ConvVAE, DCGAN, LatentSpace, Imported)}
+TRAINING = ("epochs", "batch_size", "lr")  # how to pre-train, not what to build
 
 
 def build_backbone(kind: str, **config) -> Backbone:
@@ -12,11 +16,14 @@ def build_backbone(kind: str, **config) -> Backbone:
 
     if kind not in BACKBONES:
         raise PlugenInputError(f"backbone.kind '{kind}' is unknown (known: {sorted(BACKBONES)})")
-    return BACKBONES[kind](**config)
+    try:
+        return BACKBONES[kind](**config)
+    except TypeError as e:  # an unknown or missing key in the params' backbone section
+        raise PlugenInputError(f"backbone '{kind}': {e}") from e
 
 
 def load_backbone(path: str | Path) -> Backbone:
     return _load(path, BACKBONES)
 
 
-__all__ = ["Backbone", "BACKBONES", "build_backbone", "load_backbone"]
+__all__ = ["Backbone", "BACKBONES", "TRAINING", "build_backbone", "load_backbone"]

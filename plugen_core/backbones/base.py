@@ -18,6 +18,7 @@ from plugen_core.io import PlugenInputError, load_checkpoint, save_checkpoint
 class Backbone(nn.Module, ABC):
     kind: str = ""
     has_encoder: bool = False
+    decodes: bool = True  # False: decode is the identity (latent space only), so there is nothing to reconstruct
 
     def __init__(self, latent_dim: int):
         super().__init__()
@@ -50,16 +51,21 @@ class Backbone(nn.Module, ABC):
     def fit(self, data: np.ndarray, epochs: int, batch_size: int, lr: float, device: torch.device, generator: torch.Generator) -> list[dict]:
         """Pre-train on unlabelled data; returns one dict of metrics per epoch."""
 
+    @property
+    def device(self) -> torch.device:
+        tensor = next(self.parameters(), None)
+        return tensor.device if tensor is not None else torch.device("cpu")
+
     @torch.no_grad()
     def encode_data(self, raw: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
         """Stored data -> latents (on CPU), in batches."""
-        device = next(self.parameters()).device
+        device = self.device
         return torch.cat([self.encode(self.preprocess(raw[s : s + batch_size]).to(device)).cpu() for s in range(0, len(raw), batch_size)])
 
     @torch.no_grad()
     def decode_data(self, w: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
         """Latents -> stored data format, in batches."""
-        device = next(self.parameters()).device
+        device = self.device
         return np.concatenate([self.postprocess(self.decode(w[s : s + batch_size].to(device))) for s in range(0, len(w), batch_size)])
 
     def save(self, path: str | Path) -> None:

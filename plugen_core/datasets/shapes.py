@@ -81,31 +81,10 @@ def render(attrs: pd.DataFrame, image_size: int, chunk: int = 512) -> np.ndarray
     return out
 
 
-def matches(df: pd.DataFrame, combination: dict) -> np.ndarray:
-    """Rows whose attributes equal every value of `combination`."""
-    hit = np.ones(len(df), dtype=bool)
-    for name, value in combination.items():
-        hit &= (df[name] == value).to_numpy()
-    return hit
-
-
-def select_labelled(
-    labels: pd.DataFrame,
-    size: int,
-    held_out: list[dict],
-    correlated: list[dict],
-    rng: np.random.Generator,
-) -> pd.DataFrame:
-    """The plugin's labelled subset: held-out combinations never occur, paired binary attributes agree
-    with probability `strength` (the paper's rare-combination setting)."""
-    pool = labels[labels["split"] == "train"]
-    for combo in held_out:
-        pool = pool[~matches(pool, combo)]
-    weights = np.ones(len(pool))
-    for pair in correlated:
-        agree = (pool[pair["a"]] == pool[pair["b"]]).to_numpy()
-        weights *= np.where(agree, pair["strength"], 1 - pair["strength"])
-    if size > len(pool):
-        raise ValueError(f"labelled size {size} exceeds the {len(pool)} eligible training images")
-    idx = rng.choice(len(pool), size=size, replace=False, p=weights / weights.sum())
-    return pool.iloc[np.sort(idx)]
+def prepare(entry: dict, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame, list[dict]]:
+    """Rendered images, their exact labels (with the `y` jitter, unlabelled style) and the attribute spec."""
+    n = entry["n_train"] + entry["n_test"]
+    labels = sample_attributes(n, rng, entry["size_range"], entry["x_range"], entry["y_jitter"], entry["image_size"])
+    labels.insert(0, "id", np.arange(n))
+    labels.insert(1, "split", np.where(np.arange(n) < entry["n_train"], "train", "test"))
+    return render(labels, entry["image_size"]), labels, attribute_spec(entry["image_size"], entry["size_range"], entry["x_range"])

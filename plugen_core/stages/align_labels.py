@@ -1,5 +1,6 @@
-"""Stage `align_labels`: join the labelled subset onto the latent rows (NaN = unlabelled), validate it,
-and store the attribute schema (kinds, classes, normalisation) that every later stage reads."""
+"""Stage `align_labels@<experiment>`: join the labels onto the latent rows (NaN = unlabelled), validate them, and
+store the attribute schema (kinds, classes, normalisation) that every later stage reads. Encoded latents take the
+dataset's labelled subset; sampled ones (a GAN) are labelled by a classifier first (plugen_core/labelling.py)."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +8,9 @@ import argparse
 import numpy as np
 import pandas as pd
 
-from plugen_core import tracking
-from plugen_core.io import PlugenInputError, read_array, read_json, read_table, write_json, write_table
+from plugen_core import config, labelling, tracking
+from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, seed_everything, write_json, write_table
+from plugen_core.layout import Layout
 from plugen_core.schema import Schema
 
 
@@ -44,17 +46,33 @@ def align(latents: np.ndarray, index: pd.DataFrame, labelled: pd.DataFrame, spec
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--latents", default="latents")
-    ap.add_argument("--labelled", default="data/shapes/labelled.parquet")
-    ap.add_argument("--attributes", default="data/shapes/attributes.json")
-    ap.add_argument("--out", default="aligned")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
     args = ap.parse_args()
-    latents = read_array(f"{args.latents}/latents.npy")
-    index = read_table(f"{args.latents}/index.parquet")
-    table, schema = align(latents, index, read_table(args.labelled), read_json(args.attributes))
-    write_table(table, f"{args.out}/table.parquet")
-    write_json(schema.to_dict(), f"{args.out}/schema.json")
-    print(f"[align_labels] {int(table['labelled'].sum())} labelled of {len(table)} latents, attributes {schema.names} -> {args.out}/")
+    cfg = config.experiment(load_params(args.params), args.experiment)
+    layout = Layout(cfg)
+    latents = read_array(layout.latents)
+    index = read_table(layout.index)
+    spec = read_json(layout.attributes)
+    labelled = read_table(layout.labelled)
+    stats = {"source": "dataset labels"}
+    if layout.generated.is_file():  # sampled latents: label what they generate
+        p = cfg["labeller"]
+        missing = [k for k in labelling.KEYS if k not in (p or {})]
+        if missing:
+            raise PlugenInputError(f"params: experiments.{args.experiment}.labeller needs {list(labelling.KEYS)} (missing {missing}): its backbone has no encoder, so a classifier labels its samples")
+        generator = seed_everything(cfg["seed"])
+        labeller = labelling.train_labeller(Schema.from_dict({"attributes": spec}), read_array(layout.samples), labelled, p, resolve_device(cfg["device"]), generator)
+        rules = cfg["dataset"]["labelled"] | ({"size": p["size"]} if "size" in p else {})
+        labelled, stats = labelling.label_generated(labeller.cpu(), read_array(layout.generated), index, rules, p["threshold"], np.random.default_rng(cfg["seed"]))
+        stats["source"] = "labeller trained on the dataset's labelled subset"
+        stats |= labelling.accuracy_on_test(labeller, read_array(layout.samples), read_table(layout.labels))
+        print(f"[align_labels] labeller accuracy on the dataset's test split {stats.get('labeller.accuracy', float('nan')):.3f}; unsure labels left missing: {stats['unsure']}")
+    table, schema = align(latents, index, labelled, spec)
+    write_table(table, layout.table)
+    write_json(schema.to_dict(), layout.schema)
+    write_json(stats, layout.labelling)
+    print(f"[align_labels] {int(table['labelled'].sum())} labelled of {len(table)} latents ({stats['source']}), attributes {schema.names} -> {layout.aligned}/")
 
 
 if __name__ == "__main__":

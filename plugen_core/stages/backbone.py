@@ -1,41 +1,59 @@
-"""Stage `backbone`: pre-train the generative backbone on all training images, without labels."""
+"""Stage `backbone@<experiment>`: pre-train the experiment's generative backbone on all training samples of its
+dataset, without labels (a supplied `import` backbone or `none` trains nothing and is only checked and stored)."""
 from __future__ import annotations
 
 import argparse
 import time
 
+import numpy as np
 import pandas as pd
 
-from plugen_core import tracking
-from plugen_core.backbones import build_backbone
-from plugen_core.io import load_params, read_array, read_table, resolve_device, section, seed_everything, write_table
+from plugen_core import config, tracking
+from plugen_core.backbones import TRAINING, Backbone, build_backbone
+from plugen_core.io import PlugenInputError, load_params, read_array, read_table, resolve_device, seed_everything, write_table
+from plugen_core.layout import Layout
+
+IMAGE_BACKBONES = ("vae", "gan")
+
+
+def build_for(p: dict, samples: np.ndarray, where: str) -> Backbone:
+    """The backbone `p` describes, sized for the dataset's samples."""
+    kind, settings = p["kind"], {k: v for k, v in p.items() if k not in TRAINING + ("kind",)}
+    if kind in IMAGE_BACKBONES:
+        if samples.ndim != 4 or samples.dtype != np.uint8:
+            raise PlugenInputError(f"{where}: backbone '{kind}' needs images, but the dataset holds samples of shape {samples.shape[1:]} ({samples.dtype})")
+        settings |= {"image_size": samples.shape[1], "channels": samples.shape[3]}
+    elif kind == "none":
+        settings = {"latent_dim": samples.shape[1]} | settings
+    model = build_backbone(kind, **settings)
+    if samples.ndim == 2 and samples.shape[1] != model.latent_dim:
+        raise PlugenInputError(f"{where}: the dataset's latents have {samples.shape[1]} dimensions but backbone '{kind}' has latent_dim {model.latent_dim}")
+    return model
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/shapes")
-    ap.add_argument("--out", default="models/backbone.pt")
-    ap.add_argument("--history", default="metrics/backbone_history.csv")
+    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
     args = ap.parse_args()
-    params = load_params(args.params)
-    p = section(params, "backbone")
-    generator = seed_everything(params["seed"])
-    device = resolve_device(params.get("device", "auto"))
-    run = tracking.join("backbone", params)
+    cfg = config.experiment(load_params(args.params), args.experiment)
+    layout = Layout(cfg)
+    p = cfg["backbone"]
+    generator = seed_everything(cfg["seed"])
+    device = resolve_device(cfg["device"])
+    run = tracking.join("backbone", cfg)
 
-    images = read_array(f"{args.data}/images.npy")
-    split = read_table(f"{args.data}/labels.parquet")["split"].to_numpy()
-    train = images[split == "train"]
-    config = {k: v for k, v in p.items() if k not in ("kind", "epochs", "batch_size", "lr")}
-    model = build_backbone(p["kind"], image_size=images.shape[1], channels=images.shape[3], **config)
+    samples = read_array(layout.samples)
+    split = read_table(layout.labels)["split"].to_numpy()
+    model = build_for(p, samples, f"experiments.{args.experiment}.backbone")
+    train = samples[split == "train"]
     start = time.perf_counter()
-    history = model.fit(train, p["epochs"], p["batch_size"], p["lr"], device, generator)
-    print(f"[backbone] trained {p['kind']} on {len(train)} images on {device} in {time.perf_counter() - start:.1f}s")
-    model.cpu().save(args.out)
-    write_table(pd.DataFrame(history), args.history)
+    history = model.fit(train, p.get("epochs", 0), p.get("batch_size", 0), p.get("lr", 0.0), device, generator)
+    print(f"[backbone] {p['kind']} ({model.latent_dim}-dim latents) on {len(train)} samples, {device}, {time.perf_counter() - start:.1f}s")
+    model.cpu().save(layout.backbone)
+    write_table(pd.DataFrame(history, columns=["epoch"] if not history else None), layout.backbone_history)
     run.log_history("backbone", history)
-    print(f"[backbone] wrote {args.out}, {args.history}")
+    print(f"[backbone] wrote {layout.backbone}, {layout.backbone_history}")
 
 
 if __name__ == "__main__":

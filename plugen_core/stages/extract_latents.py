@@ -1,31 +1,42 @@
-"""Stage `extract_latents`: encode every image with the frozen backbone (the VAE's posterior mean)."""
+"""Stage `extract_latents@<experiment>`: the latent codes the plugin trains on. A backbone with an encoder encodes
+every sample of the dataset (the VAE's posterior mean); a bring-your-own latents dataset is used as it is; a
+backbone without one (a GAN) draws as many latents from its prior, keeping the dataset's train/test split sizes,
+and decodes them, so that `align_labels` can label what they generate."""
 from __future__ import annotations
 
 import argparse
 
 import numpy as np
 
-from plugen_core import tracking
+from plugen_core import config, tracking
 from plugen_core.backbones import load_backbone
-from plugen_core.io import load_params, read_array, read_table, resolve_device, write_array, write_table
+from plugen_core.io import load_params, read_array, read_table, resolve_device, seed_everything, write_array, write_table
+from plugen_core.layout import Layout
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/shapes")
-    ap.add_argument("--backbone", default="models/backbone.pt")
-    ap.add_argument("--out", default="latents")
+    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
     args = ap.parse_args()
-    params = load_params(args.params)
-    device = resolve_device(params.get("device", "auto"))
-    backbone = load_backbone(args.backbone).to(device)
-    images = read_array(f"{args.data}/images.npy")
-    index = read_table(f"{args.data}/labels.parquet")[["id", "split"]]
-    latents = backbone.encode_data(images).numpy()
-    write_array(latents.astype(np.float32), f"{args.out}/latents.npy")
-    write_table(index, f"{args.out}/index.parquet")
-    print(f"[extract_latents] {latents.shape[0]} latents of dim {latents.shape[1]} -> {args.out}/")
+    cfg = config.experiment(load_params(args.params), args.experiment)
+    layout = Layout(cfg)
+    generator = seed_everything(cfg["seed"])
+    device = resolve_device(cfg["device"])
+    backbone = load_backbone(layout.backbone).to(device)
+    samples = read_array(layout.samples)
+    index = read_table(layout.labels)[["id", "split"]]
+    if cfg["dataset"]["source"] == "latents":
+        latents, how = samples, "taken from the dataset"
+    elif backbone.has_encoder:
+        latents, how = backbone.encode_data(samples).numpy(), "encoded"
+    else:
+        latents = backbone.sample_prior(len(index), generator)
+        write_array(backbone.decode_data(latents), layout.generated)
+        latents, how = latents.numpy(), f"sampled from the prior and decoded to {layout.generated}"
+    write_array(latents.astype(np.float32), layout.latents)
+    write_table(index, layout.index)
+    print(f"[extract_latents] {latents.shape[0]} latents of dim {latents.shape[1]} ({how}) -> {layout.latents_dir}/")
 
 
 if __name__ == "__main__":

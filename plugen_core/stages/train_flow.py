@@ -1,4 +1,4 @@
-"""Stage `train_flow`: train the PluGeN flow on the frozen backbone's latents and the aligned labels."""
+"""Stage `train_flow@<experiment>`: train the PluGeN flow on the frozen backbone's latents and the aligned labels."""
 from __future__ import annotations
 
 import argparse
@@ -7,30 +7,31 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plugen_core import flow, tracking
-from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, section, seed_everything, write_table
+from plugen_core import config, flow, tracking
+from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, seed_everything, write_table
+from plugen_core.layout import Layout
 from plugen_core.schema import Schema
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--latents", default="latents/latents.npy")
-    ap.add_argument("--aligned", default="aligned")
-    ap.add_argument("--out", default="models/plugen.pt")
-    ap.add_argument("--history", default="metrics/flow_history.csv")
+    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
     args = ap.parse_args()
-    params = load_params(args.params)
-    p = section(params, "flow")
-    generator = seed_everything(params["seed"])
-    device = resolve_device(params.get("device", "auto"))
-    run = tracking.join("train_flow", params)
+    cfg = config.experiment(load_params(args.params), args.experiment)
+    layout = Layout(cfg)
+    p = cfg["flow"]
+    generator = seed_everything(cfg["seed"])
+    device = resolve_device(cfg["device"])
+    run = tracking.join("train_flow", cfg)
 
-    latents = read_array(args.latents)
-    table = read_table(f"{args.aligned}/table.parquet")
-    schema = Schema.from_dict(read_json(f"{args.aligned}/schema.json"))
+    latents = read_array(layout.latents)
+    table = read_table(layout.table)
+    schema = Schema.from_dict(read_json(layout.schema))
     if len(latents) != len(table):
-        raise PlugenInputError(f"{args.latents} has {len(latents)} rows but {args.aligned}/table.parquet has {len(table)}")
+        raise PlugenInputError(f"{layout.latents} has {len(latents)} rows but {layout.table} has {len(table)}")
+    if latents.shape[1] < schema.n_coords:
+        raise PlugenInputError(f"{layout.latents}: {latents.shape[1]}-dim latents cannot hold the {schema.n_coords} attribute coordinates of {schema.names}; use a larger latent_dim")
     rows = (table["split"] == "train").to_numpy() & (table["labelled"].to_numpy() | p["use_unlabelled"])
     context = schema.encode(table.loc[rows, schema.names])
     labelled_context = context[table.loc[rows, "labelled"].to_numpy()]
@@ -44,10 +45,10 @@ def main() -> None:
         model, w, torch.from_numpy(context), p["epochs"], p["batch_size"], p["lr"],
         p["sigma0"], p["sigma_gamma"], p["sigma_min"], p["grad_clip"], generator, p["labelled_share"], p["input_noise"],
     )
-    model.cpu().save(args.out)
-    write_table(pd.DataFrame(history), args.history)
+    model.cpu().save(layout.plugen)
+    write_table(pd.DataFrame(history), layout.flow_history)
     run.log_history("flow", history)
-    print(f"[train_flow] {len(w)} latents ({len(labelled_context)} labelled) in {history[-1]['elapsed_s']:.1f}s on {device} -> {args.out}, {args.history}")
+    print(f"[train_flow] {len(w)} latents ({len(labelled_context)} labelled) in {history[-1]['elapsed_s']:.1f}s on {device} -> {layout.plugen}, {layout.flow_history}")
 
 
 if __name__ == "__main__":

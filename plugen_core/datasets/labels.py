@@ -1,0 +1,136 @@
+"""Attribute tables of bring-your-own datasets: reading (CSV, parquet, CelebA's `list_attr_celeba.txt`), inferring
+each attribute's kind, splitting rows, and choosing the plugin's labelled subset (shared with the shapes benchmark)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from plugen_core.io import PlugenInputError, read_table, require_file
+
+SPLITS = ("train", "judge", "test")
+
+
+def read_labels(path: str | Path) -> pd.DataFrame:
+    """A labels table. `.txt` is CelebA's layout: a row count, a header of attribute names, then one row per image
+    (file name, then -1/1 per attribute); the file names become the `file` column."""
+    path = require_file(path, "labels")
+    if path.suffix != ".txt":
+        return read_table(path)
+    lines = path.read_text().splitlines()
+    try:
+        count, names = int(lines[0].strip()), lines[1].split()
+    except (IndexError, ValueError) as e:
+        raise PlugenInputError(f"{path}: not in CelebA's layout (line 1: the row count, line 2: the attribute names)") from e
+    rows = [line.split() for line in lines[2:] if line.strip()]
+    bad = next((i for i, r in enumerate(rows) if len(r) != len(names) + 1), None)
+    if bad is not None:
+        raise PlugenInputError(f"{path}: line {bad + 3} has {len(rows[bad])} fields; expected a file name and {len(names)} values")
+    if len(rows) != count:
+        raise PlugenInputError(f"{path}: line 1 announces {count} rows but the file has {len(rows)}")
+    table = pd.DataFrame([r[1:] for r in rows], columns=names)
+    for name in names:
+        table[name] = _to_number(table[name], name, path)
+    table.insert(0, "file", [r[0] for r in rows])
+    return table
+
+
+def _to_number(col: pd.Series, name: str, path: Path) -> pd.Series:
+    values = pd.to_numeric(col, errors="coerce")
+    bad = col[values.isna() & col.notna()]
+    if len(bad):
+        raise PlugenInputError(f"{path}: column '{name}' has non-numeric value(s) {sorted(map(str, bad.unique()))[:5]}")
+    return values
+
+
+def infer_spec(table: pd.DataFrame, names: list[str], path: str | Path) -> tuple[pd.DataFrame, list[dict]]:
+    """The attribute spec of columns `names` and the table with binary columns as 0/1: values in {-1, 1} or {0, 1}
+    are binary, text is categorical (its classes sorted), other numbers are continuous."""
+    missing = [n for n in names if n not in table]
+    if missing:
+        raise PlugenInputError(f"{path}: unknown column(s) {missing}; the table has {list(table.columns)}")
+    table, spec = table.copy(), []
+    for name in names:
+        col = table[name]
+        present = col.dropna()
+        if present.empty:
+            raise PlugenInputError(f"{path}: column '{name}' holds no value")
+        numeric = pd.to_numeric(present, errors="coerce")
+        if numeric.notna().all():
+            values = set(numeric.unique())
+            if values <= {-1, 1} or values <= {0, 1}:
+                table[name] = (pd.to_numeric(col) == 1).astype(float).where(col.notna())
+                spec.append({"name": name, "kind": "binary"})
+            else:
+                table[name] = pd.to_numeric(col)
+                spec.append({"name": name, "kind": "continuous", "low": float(numeric.min()), "high": float(numeric.max())})
+        elif numeric.isna().all():
+            spec.append({"name": name, "kind": "categorical", "classes": sorted(map(str, present.unique()))})
+        else:
+            bad = sorted(map(str, present[numeric.isna()].unique()))[:5]
+            raise PlugenInputError(f"{path}: column '{name}' mixes numbers with non-numeric value(s) {bad}")
+    return table, spec
+
+
+def assign_splits(n: int, fractions: dict[str, float], rng: np.random.Generator) -> np.ndarray:
+    """A split name per row: `fractions` of the rows (shuffled) for each non-train split, the rest train."""
+    split = np.full(n, "train", dtype=object)
+    order, start = rng.permutation(n), 0
+    for name, fraction in fractions.items():
+        count = int(round(fraction * n))
+        split[order[start : start + count]] = name
+        start += count
+    if start >= n:
+        raise PlugenInputError(f"split fractions {fractions} leave no training rows of {n}")
+    return split
+
+
+def matches(df: pd.DataFrame, combination: dict) -> np.ndarray:
+    """Rows whose attributes equal every value of `combination`."""
+    hit = np.ones(len(df), dtype=bool)
+    for name, value in combination.items():
+        hit &= (df[name].astype(str) == str(value)).to_numpy() | (df[name] == value).to_numpy()
+    return hit
+
+
+def check_rules(labelled: dict, spec: list[dict], where: str) -> None:
+    """Held-out and correlation rules must name real attributes and values."""
+    by_name = {a["name"]: a for a in spec}
+    for combo in labelled.get("held_out") or []:
+        for name, value in combo.items():
+            if name not in by_name:
+                raise PlugenInputError(f"{where}.held_out: unknown attribute '{name}' (known: {sorted(by_name)})")
+            a = by_name[name]
+            allowed = a.get("classes") or ([0, 1] if a["kind"] == "binary" else None)
+            if allowed is None:
+                raise PlugenInputError(f"{where}.held_out: '{name}' is continuous; only categorical/binary attributes can be held out")
+            if value not in allowed:
+                raise PlugenInputError(f"{where}.held_out: '{name}' has no value {value!r} (allowed: {allowed})")
+    for pair in labelled.get("correlated") or []:
+        for key in ("a", "b"):
+            if by_name.get(pair[key], {}).get("kind") != "binary":
+                raise PlugenInputError(f"{where}.correlated: '{pair[key]}' is not a binary attribute")
+        if not 0 < pair["strength"] < 1:
+            raise PlugenInputError(f"{where}.correlated: strength must be in (0, 1), got {pair['strength']}")
+
+
+def select_labelled(labels: pd.DataFrame, rules: dict, rng: np.random.Generator) -> pd.DataFrame:
+    """The plugin's labelled subset of the training rows that have a label: held-out combinations never occur, paired
+    binary attributes agree with probability `strength` (the paper's rare-combination setting), at most `size` rows
+    (null: all eligible rows)."""
+    names = [c for c in labels.columns if c not in ("id", "split", "file")]
+    pool = labels[(labels["split"] == "train").to_numpy() & labels[names].notna().any(axis=1).to_numpy()]
+    for combo in rules.get("held_out") or []:
+        pool = pool[~matches(pool, combo)]
+    size = rules.get("size")
+    if size is None:
+        return pool
+    if size > len(pool):
+        raise PlugenInputError(f"labelled size {size} exceeds the {len(pool)} eligible labelled training rows")
+    weights = np.ones(len(pool))
+    for pair in rules.get("correlated") or []:
+        agree = (pool[pair["a"]] == pool[pair["b"]]).to_numpy()
+        weights *= np.where(agree, pair["strength"], 1 - pair["strength"])
+    idx = rng.choice(len(pool), size=size, replace=False, p=weights / weights.sum())
+    return pool.iloc[np.sort(idx)]
