@@ -5,6 +5,7 @@ turns model output back into the stored format, so nothing outside a backbone as
 """
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from plugen_core.images import from_uint8, to_uint8
 from plugen_core.io import PlugenInputError, load_checkpoint, save_checkpoint
 
 
@@ -70,6 +72,24 @@ class Backbone(nn.Module, ABC):
 
     def save(self, path: str | Path) -> None:
         save_checkpoint({"kind": self.kind, "config": self.config(), "state_dict": self.state_dict()}, path)
+
+
+class ImageBackbone(Backbone):
+    """A backbone of uint8 (N, H, W, C) images whose side is a power of two >= 16: `n_scales` halvings take it to the
+    4x4 feature map its networks start or end at."""
+
+    def __init__(self, latent_dim: int, image_size: int, channels: int, width: int):
+        super().__init__(latent_dim)
+        self.image_size, self.channels, self.width = image_size, channels, width
+        self.n_scales = int(math.log2(image_size)) - 2
+        if 2 ** (self.n_scales + 2) != image_size or self.n_scales < 2:
+            raise ValueError(f"image_size must be a power of two >= 16, got {image_size}")
+
+    def preprocess(self, raw: np.ndarray) -> torch.Tensor:
+        return from_uint8(raw)
+
+    def postprocess(self, x: torch.Tensor) -> np.ndarray:
+        return to_uint8(x)
 
 
 def load_backbone(path: str | Path, registry: dict[str, type[Backbone]]) -> Backbone:

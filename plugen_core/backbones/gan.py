@@ -8,30 +8,23 @@ discriminator, the hinge loss, and a discriminator learning `discriminator_lr_sc
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 from tqdm import tqdm
 
-from plugen_core.backbones.base import Backbone
-from plugen_core.images import from_uint8, to_uint8
+from plugen_core.backbones.base import ImageBackbone
 
 
-class DCGAN(Backbone):
+class DCGAN(ImageBackbone):
     kind = "gan"
     has_encoder = False
 
     def __init__(self, latent_dim: int = 32, image_size: int = 32, channels: int = 3, width: int = 32, discriminator_lr_scale: float = 4.0):
-        super().__init__(latent_dim)
-        self.image_size, self.channels, self.width, self.discriminator_lr_scale = image_size, channels, width, discriminator_lr_scale
-        n_up = int(math.log2(image_size)) - 2  # from a 4x4 feature map
-        if 2 ** (n_up + 2) != image_size or n_up < 2:
-            raise ValueError(f"image_size must be a power of two >= 16, got {image_size}")
-        widths = [width * 2**i for i in range(n_up)][::-1]  # e.g. 128, 64, 32
+        super().__init__(latent_dim, image_size, channels, width)
+        self.discriminator_lr_scale = discriminator_lr_scale
+        widths = [width * 2**i for i in range(self.n_scales)][::-1]  # e.g. 128, 64, 32, from the 4x4 map up
         gen: list[nn.Module] = [nn.Linear(latent_dim, widths[0] * 16), nn.Unflatten(1, (widths[0], 4, 4)), nn.BatchNorm2d(widths[0]), nn.ReLU()]
         for c_in, c_out in zip(widths[:-1], widths[1:]):
             gen += [nn.Upsample(scale_factor=2), nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
@@ -48,12 +41,6 @@ class DCGAN(Backbone):
 
     def decode(self, w: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.generator_logits(w))
-
-    def preprocess(self, raw: np.ndarray) -> torch.Tensor:
-        return from_uint8(raw)
-
-    def postprocess(self, x: torch.Tensor) -> np.ndarray:
-        return to_uint8(x)
 
     def fit(self, data, epochs, batch_size, lr, device, generator) -> list[dict]:
         """Hinge loss, one discriminator step per generator step; `lr` is the generator's."""

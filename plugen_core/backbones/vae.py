@@ -3,27 +3,22 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from plugen_core.backbones.base import Backbone
-from plugen_core.images import from_uint8, to_uint8
+from plugen_core.backbones.base import ImageBackbone
 
 
-class ConvVAE(Backbone):
+class ConvVAE(ImageBackbone):
     kind = "vae"
     has_encoder = True
 
     def __init__(self, latent_dim: int = 32, image_size: int = 32, channels: int = 3, width: int = 32, beta: float = 1.0):
-        super().__init__(latent_dim)
-        self.image_size, self.channels, self.width, self.beta = image_size, channels, width, beta
-        n_down = int(math.log2(image_size)) - 2  # down to a 4x4 feature map
-        if 2 ** (n_down + 2) != image_size or n_down < 2:
-            raise ValueError(f"image_size must be a power of two >= 16, got {image_size}")
-        widths = [width * 2**i for i in range(n_down)]
+        super().__init__(latent_dim, image_size, channels, width)
+        self.beta = beta
+        widths = [width * 2**i for i in range(self.n_scales)]  # down to the 4x4 feature map
         enc: list[nn.Module] = []
         for c_in, c_out in zip([channels] + widths[:-1], widths):
             enc += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
@@ -47,12 +42,6 @@ class ConvVAE(Backbone):
 
     def decode(self, w: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.decoder_logits(w))
-
-    def preprocess(self, raw: np.ndarray) -> torch.Tensor:
-        return from_uint8(raw)
-
-    def postprocess(self, x: torch.Tensor) -> np.ndarray:
-        return to_uint8(x)
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Negative ELBO per image: Bernoulli reconstruction (sharper than MSE on flat colours) + beta KL."""

@@ -1,1 +1,18 @@
 """One module per DVC stage; each runs on its own: `python -m plugen_core.stages.<name> --help`."""
+from __future__ import annotations
+
+import argparse
+
+from plugen_core import config
+from plugen_core.io import load_params
+from plugen_core.layout import Layout
+
+
+def experiment_stage(description: str) -> tuple[dict, Layout]:
+    """The command line every experiment stage takes (--params, --experiment): the experiment's settings and files."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
+    args = ap.parse_args()
+    cfg = config.experiment(load_params(args.params), args.experiment)
+    return cfg, Layout(cfg)

@@ -3,15 +3,14 @@ store the attribute schema (kinds, classes, normalisation) that every later stag
 dataset's labelled subset; sampled ones (a GAN) are labelled by a classifier first (plugen_core/labelling.py)."""
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pandas as pd
 
-from plugen_core import config, labelling, tracking
-from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, seed_everything, write_json, write_table
-from plugen_core.layout import Layout
+from plugen_core import labelling, tracking
+from plugen_core.io import PlugenInputError, read_array, read_json, read_table, resolve_device, seed_everything, write_json, write_table
 from plugen_core.schema import Schema
+from plugen_core.stages import experiment_stage
 
 
 def align(latents: np.ndarray, index: pd.DataFrame, labelled: pd.DataFrame, spec: list[dict]) -> tuple[pd.DataFrame, Schema]:
@@ -45,12 +44,7 @@ def align(latents: np.ndarray, index: pd.DataFrame, labelled: pd.DataFrame, spec
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
-    args = ap.parse_args()
-    cfg = config.experiment(load_params(args.params), args.experiment)
-    layout = Layout(cfg)
+    cfg, layout = experiment_stage(__doc__)
     latents = read_array(layout.latents)
     index = read_table(layout.index)
     spec = read_json(layout.attributes)
@@ -60,7 +54,7 @@ def main() -> None:
         p = cfg["labeller"]
         missing = [k for k in labelling.KEYS if k not in (p or {})]
         if missing:
-            raise PlugenInputError(f"params: experiments.{args.experiment}.labeller needs {list(labelling.KEYS)} (missing {missing}): its backbone has no encoder, so a classifier labels its samples")
+            raise PlugenInputError(f"params: experiments.{cfg['name']}.labeller needs {list(labelling.KEYS)} (missing {missing}): its backbone has no encoder, so a classifier labels its samples")
         generator = seed_everything(cfg["seed"])
         labeller = labelling.train_labeller(Schema.from_dict({"attributes": spec}), read_array(layout.samples), labelled, p, resolve_device(cfg["device"]), generator)
         rules = cfg["dataset"]["labelled"] | ({"size": p["size"]} if "size" in p else {})

@@ -2,16 +2,15 @@
 dataset, without labels (a supplied `import` backbone or `none` trains nothing and is only checked and stored)."""
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import pandas as pd
 
-from plugen_core import config, tracking
+from plugen_core import tracking
 from plugen_core.backbones import TRAINING, Backbone, build_backbone
-from plugen_core.io import PlugenInputError, load_params, read_array, read_table, resolve_device, seed_everything, write_table
-from plugen_core.layout import Layout
+from plugen_core.io import PlugenInputError, read_array, read_table, resolve_device, seed_everything, write_table
+from plugen_core.stages import experiment_stage
 
 IMAGE_BACKBONES = ("vae", "gan")
 
@@ -32,12 +31,7 @@ def build_for(p: dict, samples: np.ndarray, where: str) -> Backbone:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
-    args = ap.parse_args()
-    cfg = config.experiment(load_params(args.params), args.experiment)
-    layout = Layout(cfg)
+    cfg, layout = experiment_stage(__doc__)
     p = cfg["backbone"]
     generator = seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
@@ -45,7 +39,7 @@ def main() -> None:
 
     samples = read_array(layout.samples)
     split = read_table(layout.labels)["split"].to_numpy()
-    model = build_for(p, samples, f"experiments.{args.experiment}.backbone")
+    model = build_for(p, samples, f"experiments.{cfg['name']}.backbone")
     train = samples[split == "train"]
     start = time.perf_counter()
     history = model.fit(train, p.get("epochs", 0), p.get("batch_size", 0), p.get("lr", 0.0), device, generator)

@@ -7,14 +7,13 @@ rows: encoded real samples with their true labels, or, for a backbone without an
 from its prior, whose original attributes are what the judge reads off their samples."""
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import pandas as pd
 import torch
 
-from plugen_core import config, plots, tracking
+from plugen_core import plots, tracking
 from plugen_core.backbones import load_backbone
 from plugen_core.evaluation import (
     METRICS_CONTRACT,
@@ -31,18 +30,13 @@ from plugen_core.evaluation import (
 )
 from plugen_core.flow import PluGeN
 from plugen_core.images import from_uint8
-from plugen_core.io import PlugenInputError, load_params, read_array, read_table, require_file, resolve_device, seed_everything, write_json
+from plugen_core.io import PlugenInputError, read_array, read_table, require_file, resolve_device, seed_everything, write_json
 from plugen_core.judge import Judge
-from plugen_core.layout import Layout
+from plugen_core.stages import experiment_stage
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
-    args = ap.parse_args()
-    cfg = config.experiment(load_params(args.params), args.experiment)
-    layout = Layout(cfg)
+    cfg, layout = experiment_stage(__doc__)
     ev = cfg["evaluate"]
     held_out = cfg["dataset"]["labelled"]["held_out"] or []
     generator = seed_everything(cfg["seed"])
@@ -134,8 +128,8 @@ def main() -> None:
     if judge.images:
         draw_grids(layout.plots, schema, held_out, generate, to_samples, plugin, None if sampled else test_samples, test_latents, original, rng, device)
     else:  # latent vectors have no picture: draw the scores per attribute instead
-        plots.attribute_scores(metrics, schema.names, layout.plots / "generation_grid.png", layout.plots / "manipulation_grid.png", args.experiment)
-    plots.training_curves(history, ["nll", "nll_labelled", "sigma"], layout.plots / "flow_curves.png", f"{args.experiment}: flow training")
+        plots.attribute_scores(metrics, schema.names, layout.plots / "generation_grid.png", layout.plots / "manipulation_grid.png", cfg["name"])
+    plots.training_curves(history, ["nll", "nll_labelled", "sigma"], layout.plots / "flow_curves.png", f"{cfg['name']}: flow training")
     print(f"[evaluate] wrote {layout.metrics} and {layout.plots}/{{generation_grid,manipulation_grid,flow_curves}}.png")
     inputs = [layout.data, layout.backbone, layout.judge, layout.plugen]
     run.log_evaluation(metrics, plugin.schema.to_dict(), inputs, {"metrics": [layout.metrics, layout.flow_history], "plots": [layout.plots]})

@@ -4,23 +4,17 @@ backbone without one (a GAN) draws as many latents from its prior, keeping the d
 and decodes them, so that `align_labels` can label what they generate."""
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 
-from plugen_core import config, tracking
+from plugen_core import tracking
 from plugen_core.backbones import load_backbone
-from plugen_core.io import load_params, read_array, read_table, resolve_device, seed_everything, write_array, write_table
-from plugen_core.layout import Layout
+from plugen_core.io import read_array, read_table, resolve_device, seed_everything, write_array, write_table
+from plugen_core.stages import experiment_stage
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
-    args = ap.parse_args()
-    cfg = config.experiment(load_params(args.params), args.experiment)
-    layout = Layout(cfg)
+    cfg, layout = experiment_stage(__doc__)
     generator = seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
     backbone = load_backbone(layout.backbone).to(device)

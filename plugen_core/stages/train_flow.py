@@ -1,25 +1,19 @@
 """Stage `train_flow@<experiment>`: train the PluGeN flow on the frozen backbone's latents and the aligned labels."""
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import pandas as pd
 import torch
 
-from plugen_core import config, flow, tracking
-from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, seed_everything, write_table
-from plugen_core.layout import Layout
+from plugen_core import flow, tracking
+from plugen_core.io import PlugenInputError, read_array, read_json, read_table, resolve_device, seed_everything, write_table
 from plugen_core.schema import Schema
+from plugen_core.stages import experiment_stage
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--experiment", required=True, help="an entry of params.yaml experiments")
-    args = ap.parse_args()
-    cfg = config.experiment(load_params(args.params), args.experiment)
-    layout = Layout(cfg)
+    cfg, layout = experiment_stage(__doc__)
     p = cfg["flow"]
     generator = seed_everything(cfg["seed"])
     device = resolve_device(cfg["device"])
