@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from plugen_core import labelling, tracking
-from plugen_core.io import PlugenInputError, read_array, read_json, read_table, resolve_device, seed_everything, write_json, write_table
+from plugen_core.io import PlugenInputError, read_array, read_json, read_table, write_json, write_table
 from plugen_core.schema import Schema
 from plugen_core.stages import experiment_stage
 
@@ -44,7 +44,7 @@ def align(latents: np.ndarray, index: pd.DataFrame, labelled: pd.DataFrame, spec
 
 
 def main() -> None:
-    cfg, layout = experiment_stage(__doc__)
+    cfg, layout, generator, device = experiment_stage(__doc__)
     latents = read_array(layout.latents)
     index = read_table(layout.index)
     spec = read_json(layout.attributes)
@@ -55,8 +55,7 @@ def main() -> None:
         missing = [k for k in labelling.KEYS if k not in (p or {})]
         if missing:
             raise PlugenInputError(f"params: experiments.{cfg['name']}.labeller needs {list(labelling.KEYS)} (missing {missing}): its backbone has no encoder, so a classifier labels its samples")
-        generator = seed_everything(cfg["seed"])
-        labeller = labelling.train_labeller(Schema.from_dict({"attributes": spec}), read_array(layout.samples), labelled, p, resolve_device(cfg["device"]), generator)
+        labeller = labelling.train_labeller(Schema.from_dict({"attributes": spec}), read_array(layout.samples), labelled, p, device, generator)
         rules = cfg["dataset"]["labelled"] | ({"size": p["size"]} if "size" in p else {})
         labelled, stats = labelling.label_generated(labeller.cpu(), read_array(layout.generated), index, rules, p["threshold"], np.random.default_rng(cfg["seed"]))
         stats["source"] = "labeller trained on the dataset's labelled subset"

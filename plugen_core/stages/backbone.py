@@ -9,7 +9,7 @@ import pandas as pd
 
 from plugen_core import tracking
 from plugen_core.backbones import TRAINING, Backbone, build_backbone
-from plugen_core.io import PlugenInputError, read_array, read_table, resolve_device, seed_everything, write_table
+from plugen_core.io import PlugenInputError, read_array, read_table, write_table
 from plugen_core.stages import experiment_stage
 
 IMAGE_BACKBONES = ("vae", "gan")
@@ -31,10 +31,8 @@ def build_for(p: dict, samples: np.ndarray, where: str) -> Backbone:
 
 
 def main() -> None:
-    cfg, layout = experiment_stage(__doc__)
+    cfg, layout, generator, device = experiment_stage(__doc__)
     p = cfg["backbone"]
-    generator = seed_everything(cfg["seed"])
-    device = resolve_device(cfg["device"])
     run = tracking.join("backbone", cfg)
 
     samples = read_array(layout.samples)

@@ -30,18 +30,16 @@ from plugen_core.evaluation import (
 )
 from plugen_core.flow import PluGeN
 from plugen_core.images import from_uint8
-from plugen_core.io import PlugenInputError, read_array, read_table, require_file, resolve_device, seed_everything, write_json
+from plugen_core.io import PlugenInputError, read_array, read_table, require_file, write_json
 from plugen_core.judge import Judge
 from plugen_core.stages import experiment_stage
 
 
 def main() -> None:
-    cfg, layout = experiment_stage(__doc__)
+    cfg, layout, generator, device = experiment_stage(__doc__)
     ev = cfg["evaluate"]
     held_out = cfg["dataset"]["labelled"]["held_out"] or []
-    generator = seed_everything(cfg["seed"])
     rng = np.random.default_rng(cfg["seed"])
-    device = resolve_device(cfg["device"])
     run = tracking.join("evaluate", cfg)
 
     backbone = load_backbone(layout.backbone).to(device)

@@ -9,14 +9,12 @@ import numpy as np
 
 from plugen_core import tracking
 from plugen_core.backbones import load_backbone
-from plugen_core.io import read_array, read_table, resolve_device, seed_everything, write_array, write_table
+from plugen_core.io import read_array, read_table, write_array, write_table
 from plugen_core.stages import experiment_stage
 
 
 def main() -> None:
-    cfg, layout = experiment_stage(__doc__)
-    generator = seed_everything(cfg["seed"])
-    device = resolve_device(cfg["device"])
+    cfg, layout, generator, device = experiment_stage(__doc__)
     backbone = load_backbone(layout.backbone).to(device)
     samples = read_array(layout.samples)
     index = read_table(layout.labels)[["id", "split"]]

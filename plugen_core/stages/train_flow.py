@@ -7,16 +7,14 @@ import pandas as pd
 import torch
 
 from plugen_core import flow, tracking
-from plugen_core.io import PlugenInputError, read_array, read_json, read_table, resolve_device, seed_everything, write_table
+from plugen_core.io import PlugenInputError, read_array, read_json, read_table, write_table
 from plugen_core.schema import Schema
 from plugen_core.stages import experiment_stage
 
 
 def main() -> None:
-    cfg, layout = experiment_stage(__doc__)
+    cfg, layout, generator, device = experiment_stage(__doc__)
     p = cfg["flow"]
-    generator = seed_everything(cfg["seed"])
-    device = resolve_device(cfg["device"])
     run = tracking.join("train_flow", cfg)
 
     latents = read_array(layout.latents)
