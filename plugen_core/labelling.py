@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from plugen_core.datasets.labels import select_labelled
+from plugen_core.evaluation import summarise
 from plugen_core.io import PlugenInputError
 from plugen_core.judge import Judge
 from plugen_core.schema import Schema
@@ -46,7 +47,5 @@ def label_generated(labeller: Judge, generated: np.ndarray, index: pd.DataFrame,
 
 def accuracy_on_test(labeller: Judge, samples: np.ndarray, labels: pd.DataFrame) -> dict[str, float]:
     """How well the labeller reads real test samples (the labels it gives generated ones are as good as this)."""
-    from plugen_core.evaluation import summarise
-
     test = (labels["split"] == "test").to_numpy() & labels[labeller.schema.names].notna().all(axis=1).to_numpy()
     return summarise(labeller.predict(samples[test]), labels[test].reset_index(drop=True), labeller.schema, "labeller")

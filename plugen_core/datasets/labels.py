@@ -9,8 +9,6 @@ import pandas as pd
 
 from plugen_core.io import PlugenInputError, read_table, require_file
 
-SPLITS = ("train", "judge", "test")
-
 
 def read_labels(path: str | Path) -> pd.DataFrame:
     """A labels table. `.txt` is CelebA's layout: a row count, a header of attribute names, then one row per image

@@ -3,7 +3,6 @@ store the attribute schema (kinds, classes, normalisation) that every later stag
 dataset's labelled subset; sampled ones (a GAN) are labelled by a classifier first (plugen_core/labelling.py)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
@@ -55,11 +54,12 @@ def main() -> None:
         missing = [k for k in labelling.KEYS if k not in (p or {})]
         if missing:
             raise PlugenInputError(f"params: experiments.{cfg['name']}.labeller needs {list(labelling.KEYS)} (missing {missing}): its backbone has no encoder, so a classifier labels its samples")
-        labeller = labelling.train_labeller(Schema.from_dict({"attributes": spec}), read_array(layout.samples), labelled, p, device, generator)
+        samples = read_array(layout.samples)
+        labeller = labelling.train_labeller(Schema.from_dict({"attributes": spec}), samples, labelled, p, device, generator)
         rules = cfg["dataset"]["labelled"] | ({"size": p["size"]} if "size" in p else {})
         labelled, stats = labelling.label_generated(labeller.cpu(), read_array(layout.generated), index, rules, p["threshold"], np.random.default_rng(cfg["seed"]))
         stats["source"] = "labeller trained on the dataset's labelled subset"
-        stats |= labelling.accuracy_on_test(labeller, read_array(layout.samples), read_table(layout.labels))
+        stats |= labelling.accuracy_on_test(labeller, samples, read_table(layout.labels))
         print(f"[align_labels] labeller accuracy on the dataset's test split {stats.get('labeller.accuracy', float('nan')):.3f}; unsure labels left missing: {stats['unsure']}")
     table, schema = align(latents, index, labelled, spec)
     write_table(table, layout.table)

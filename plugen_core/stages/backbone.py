@@ -8,21 +8,22 @@ import numpy as np
 import pandas as pd
 
 from plugen_core import tracking
-from plugen_core.backbones import TRAINING, Backbone, build_backbone
+from plugen_core.backbones import BACKBONES, TRAINING, Backbone, build_backbone
+from plugen_core.backbones.base import ImageBackbone
+from plugen_core.backbones.identity import LatentSpace
 from plugen_core.io import PlugenInputError, read_array, read_table, write_table
 from plugen_core.stages import experiment_stage
-
-IMAGE_BACKBONES = ("vae", "gan")
 
 
 def build_for(p: dict, samples: np.ndarray, where: str) -> Backbone:
     """The backbone `p` describes, sized for the dataset's samples."""
     kind, settings = p["kind"], {k: v for k, v in p.items() if k not in TRAINING + ("kind",)}
-    if kind in IMAGE_BACKBONES:
+    cls = BACKBONES.get(kind, Backbone)  # an unknown kind is refused, with the known ones, by build_backbone
+    if issubclass(cls, ImageBackbone):
         if samples.ndim != 4 or samples.dtype != np.uint8:
             raise PlugenInputError(f"{where}: backbone '{kind}' needs images, but the dataset holds samples of shape {samples.shape[1:]} ({samples.dtype})")
         settings |= {"image_size": samples.shape[1], "channels": samples.shape[3]}
-    elif kind == "none":
+    elif cls is LatentSpace:
         settings = {"latent_dim": samples.shape[1]} | settings
     model = build_backbone(kind, **settings)
     if samples.ndim == 2 and samples.shape[1] != model.latent_dim:

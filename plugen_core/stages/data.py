@@ -5,6 +5,7 @@ attributes.json (the attribute spec)."""
 from __future__ import annotations
 
 import argparse
+
 import numpy as np
 
 from plugen_core import config

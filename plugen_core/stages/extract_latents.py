@@ -4,7 +4,6 @@ backbone without one (a GAN) draws as many latents from its prior, keeping the d
 and decodes them, so that `align_labels` can label what they generate."""
 from __future__ import annotations
 
-
 import numpy as np
 
 from plugen_core import tracking

@@ -1,7 +1,6 @@
 """Stage `train_flow@<experiment>`: train the PluGeN flow on the frozen backbone's latents and the aligned labels."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import torch
