@@ -14,10 +14,13 @@ from plugen_core import io, tracking
 from plugen_core.io import PlugenInputError
 
 KEY_METRICS = [
-    "generation.seen.accuracy",
+    "generation.seen.joint",
+    "generation.unseen.joint",
     "generation.unseen.accuracy",
+    "manipulation.joint",
     "manipulation.success",
     "manipulation.preservation",
+    "classifier.accuracy",
     "fid.ratio",
     "judge.accuracy_reconstructions",
 ]

@@ -64,8 +64,8 @@ def experiment(params: dict, name: str) -> dict:
         "backbone": copy.deepcopy(entry["backbone"]),
         "labeller": copy.deepcopy(entry.get("labeller")),
     }
-    for key in SHARED:
-        resolved[key] = merge(section(params, key), entry.get(key, {}))
+    for key in SHARED:  # optional here: the pretraining pipeline (zoo/) has neither; the stages that read one check it
+        resolved[key] = merge(params.get(key) or {}, entry.get(key, {}))
     if params.get("tracking"):
         resolved["tracking"] = {**params["tracking"], "experiment": name}
     return resolved

@@ -22,8 +22,12 @@ METRICS_CONTRACT = (
     "generation.unseen.accuracy",
     "generation.seen.continuous_mae",
     "generation.unseen.continuous_mae",
+    "generation.seen.joint",
+    "generation.unseen.joint",
     "manipulation.success",
     "manipulation.preservation",
+    "manipulation.joint",
+    "classifier.accuracy",
     "fid.backbone_reconstructions",
     "fid.backbone_samples",
     "fid.plugen_samples",
@@ -35,6 +39,52 @@ METRICS_CONTRACT = (
 RECONSTRUCTION_KEYS = ("judge.accuracy_reconstructions", "fid.backbone_reconstructions")
 # Keys only an experiment that holds out combinations and has discrete and continuous attributes can fill.
 GROUP_KEYS = tuple(k for k in METRICS_CONTRACT if k.startswith("generation."))
+
+
+# What `evaluate` reads from params.yaml's `evaluate` section: (key, type, check, what the check demands).
+SETTINGS = (
+    ("n_generation", int, lambda v: v > 0, "> 0"),
+    ("n_manipulation", int, lambda v: v > 0, "> 0"),
+    ("n_fid", int, lambda v: v > 1, "> 1"),
+    ("kid_subset_size", int, lambda v: v > 1, "> 1"),
+    ("temperature", float, lambda v: v >= 0, ">= 0"),
+    ("style_temperature", float, lambda v: v >= 0, ">= 0"),
+    ("continuous_tolerance", float, lambda v: 0 < v <= 1, "in (0, 1]"),
+)
+
+
+def check_settings(ev: dict) -> None:
+    """Refuse a missing, mistyped or out-of-range `evaluate` setting before any work, naming the key."""
+    for key, kind, ok, demand in SETTINGS:
+        value = ev.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
+            raise PlugenInputError(f"params: evaluate.{key} must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+        if not ok(value):
+            raise PlugenInputError(f"params: evaluate.{key} must be {demand}, got {value!r}")
+    if ev.get("inception_weights") is not None and not isinstance(ev["inception_weights"], str):
+        raise PlugenInputError(f"params: evaluate.inception_weights must be a path or null, got {ev['inception_weights']!r}")
+
+
+def combination_name(combination: dict) -> str:
+    """A held-out combination as a metric name part, e.g. `shape:triangle/colour:blue` (MLflow refuses '=' and ',')."""
+    return "/".join(f"{name}:{value}" for name, value in combination.items())
+
+
+def metric_names(schema: Schema, held_out: list[dict]) -> set[str]:
+    """Every metric name an evaluation of this schema and held-out set can write (what a primary metric may be)."""
+    names = set(METRICS_CONTRACT) | {"kid.backbone_samples", "kid.backbone_reconstructions"}
+    names |= {f"generation.unseen.{combination_name(c)}.joint" for c in held_out}
+    for prefix in ("judge", "reconstructions", "generation.seen", "generation.unseen", "classifier"):
+        names |= {f"{prefix}.accuracy", f"{prefix}.continuous_mae"} | {key for a in schema.attributes for key in attribute_keys(prefix, a)}
+    names |= {f"manipulation.{a.name}.{kind}" for a in schema.attributes for kind in ("success", "preservation", "joint")}
+    return names
+
+
+def attribute_keys(prefix: str, attribute) -> tuple[str, ...]:
+    """The per-attribute keys `summarise` writes."""
+    if attribute.kind == "continuous":
+        return (f"{prefix}.{attribute.name}.mae", f"{prefix}.{attribute.name}.mae_fraction")
+    return (f"{prefix}.{attribute.name}.accuracy",)
 
 
 def agreement(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, tolerance: float) -> dict[str, np.ndarray]:
@@ -63,18 +113,55 @@ def summarise(pred: pd.DataFrame, target: pd.DataFrame, schema: Schema, prefix: 
     for a in schema.attributes:
         if a.kind == "continuous":
             err = np.abs(pred[a.name].to_numpy(float) - target[a.name].to_numpy(float)).mean()
-            out[f"{prefix}.{a.name}.mae"] = float(err)
-            out[f"{prefix}.{a.name}.mae_fraction"] = float(err / a.range)
+            out |= dict(zip(attribute_keys(prefix, a), (float(err), float(err / a.range))))
             mae.append(err / a.range)
         else:
             hit = same_value(a, pred[a.name], target[a.name]).mean()
-            out[f"{prefix}.{a.name}.accuracy"] = float(hit)
+            out[attribute_keys(prefix, a)[0]] = float(hit)
             acc.append(hit)
     if acc:
         out[f"{prefix}.accuracy"] = float(np.mean(acc))
     if mae:
         out[f"{prefix}.continuous_mae"] = float(np.mean(mae))
     return out
+
+
+def score_generation(pred: pd.DataFrame, targets: pd.DataFrame, schema: Schema, group: str, held_out: list[dict], tolerance: float) -> dict[str, float]:
+    """`summarise` of generated samples against the targets they were drawn for, plus joint success: for `seen`
+    targets, every discrete attribute right at once (`generation.seen.joint`); for `unseen` ones, per held-out
+    combination the share of its samples on which every attribute of the combination is right at once, and their mean
+    (`generation.unseen.joint`): the other attributes of an unseen target are free, and easy, so a per-attribute
+    average can hide a plugin that never draws the combination."""
+    prefix = f"generation.{group}"
+    out = summarise(pred, targets, schema, prefix)
+    hits = agreement(pred, targets, schema, tolerance)
+    if group == "seen":
+        discrete = [a.name for a in schema.attributes if a.kind != "continuous"]
+        if discrete:
+            out[f"{prefix}.joint"] = float(np.logical_and.reduce([hits[n] for n in discrete]).mean())
+        return out
+    joint = []
+    for combination in held_out:
+        rows = matches(targets, combination)
+        if rows.any():
+            joint.append(float(np.logical_and.reduce([hits[n][rows] for n in combination]).mean()))
+            out[f"{prefix}.{combination_name(combination)}.joint"] = joint[-1]
+    if joint:
+        out[f"{prefix}.joint"] = float(np.mean(joint))
+    return out
+
+
+def score_edit(hits: dict[str, np.ndarray], name: str) -> dict[str, float]:
+    """Manipulation of attribute `name`: success (the judge sees the new value), preservation (mean over the other
+    attributes of the share still seen unchanged) and joint (success and every other attribute unchanged, on the
+    same sample)."""
+    others = [hits[other] for other in hits if other != name]
+    kept = np.logical_and.reduce(others) if others else np.ones_like(hits[name])
+    return {
+        f"manipulation.{name}.success": float(hits[name].mean()),
+        f"manipulation.{name}.preservation": float(np.mean([h.mean() for h in others])) if others else 1.0,
+        f"manipulation.{name}.joint": float((hits[name] & kept).mean()),
+    }
 
 
 def matches_any(df: pd.DataFrame, combinations: list[dict]) -> np.ndarray:

@@ -12,13 +12,13 @@ import pandas as pd
 import torch
 from nflows.transforms import ActNorm, AdditiveCouplingTransform, AffineCouplingTransform, CompositeTransform
 from torch import nn
-from tqdm import tqdm
 
 from plugen_core.io import PlugenInputError, load_checkpoint, save_checkpoint
 from plugen_core.prior import PluGeNPrior
 from plugen_core.schema import Schema
 
 COUPLINGS = {"additive": AdditiveCouplingTransform, "affine": AffineCouplingTransform}
+HISTORY_COLUMNS = ("epoch", "nll", "nll_labelled", "nll_unlabelled", "sigma", "lr", "elapsed_s")  # one row per epoch
 
 
 class CouplingNet(nn.Module):
@@ -107,6 +107,31 @@ class PluGeN(nn.Module):
         attr = torch.where(torch.isnan(target), z[:, : self.prior.n_attr], target)
         return self.to_w(torch.cat([attr, z[:, self.prior.n_attr :]], dim=1))
 
+    @torch.no_grad()
+    def classify(self, w: torch.Tensor) -> pd.DataFrame:
+        """The free classifier: each attribute's value read off z = F(w) by Bayes' rule under the prior (original
+        units), and `p(<name>=<class>)` columns with the probability of every class of a discrete attribute."""
+        posterior = self.prior.posterior(self.to_z(w.to(self._device()))).cpu().numpy()
+        out = self.schema.decode(posterior)
+        for a in self.schema.attributes:
+            block = posterior[:, self.schema.slices[a.name]]
+            if a.kind == "categorical":
+                out = out.assign(**{f"p({a.name}={c})": block[:, i] for i, c in enumerate(a.classes)})
+            elif a.kind == "binary":
+                out[f"p({a.name}=1)"] = block[:, 0]
+        return out
+
+    @torch.no_grad()
+    def traverse(self, w: torch.Tensor, coordinate: int, values) -> torch.Tensor:
+        """(len(values), N, D) latents: z = F(w) with one coordinate set to each value in turn, mapped back."""
+        z = self.to_z(w.to(self._device()))
+        steps = []
+        for value in values:
+            z_v = z.clone()
+            z_v[:, coordinate] = float(value)
+            steps.append(self.to_w(z_v))
+        return torch.stack(steps)
+
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
@@ -161,14 +186,18 @@ def fit(
     labelled_share: float = 0.0,
     input_noise: float = 0.0,
 ) -> list[dict]:
-    """Maximum likelihood under the PluGeN prior; rows whose context is all NaN are unlabelled.
+    """Maximum likelihood under the PluGeN prior; rows whose context is all NaN are unlabelled. With 0 epochs the
+    flow stays the identity (couplings start at zero, ActNorm initialises in its first training step).
     `labelled_share`: the share of each epoch's rows drawn from labelled ones (they are repeated), so a few
     labels are not drowned by many unlabelled latents; 0 keeps the natural share.
     `input_noise`: std of Gaussian noise added to w in training. With few labels the flow otherwise
     memorises them (perfect on labelled latents, far worse on held-out ones); noise makes it learn
     attribute directions that hold in a neighbourhood of each latent."""
+    if epochs < 0:
+        raise PlugenInputError(f"flow.epochs must be >= 0 (0: an untrained flow, the negative control), got {epochs}")
     device = model._device()
     labelled = ~torch.isnan(context).all(dim=1)
+    w, context = w.to(device), context.to(device)  # moved once; batches are gathered where they live
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     start = time.perf_counter()
@@ -176,28 +205,22 @@ def fit(
         model.train()
         sigma = sigma_schedule(epoch, sigma0, sigma_gamma, sigma_min)
         model.prior.sigma.fill_(sigma)
-        sums = {"nll": 0.0, "nll_labelled": 0.0, "nll_unlabelled": 0.0}
         order = epoch_order(labelled, labelled_share, generator)
-        for idx in tqdm(order.split(batch_size), desc=f"flow epoch {epoch + 1}/{epochs}", leave=False):
-            batch = w[idx].to(device)
-            batch = batch + input_noise * torch.randn(batch.shape, generator=generator).to(device)
-            nll = -model.log_prob(batch, context[idx].to(device))
-            loss = nll.mean()
+        nlls = []  # per row, read once per epoch: no host sync per batch
+        for idx in order.split(batch_size):
+            noise = input_noise * torch.randn((len(idx), w.shape[1]), generator=generator)
+            nll = -model.log_prob(w[idx] + noise.to(device), context[idx])
             opt.zero_grad()
-            loss.backward()
+            nll.mean().backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             opt.step()
-            nll = nll.detach().cpu()
-            sums["nll"] += nll.sum().item()
-            sums["nll_labelled"] += nll[labelled[idx]].sum().item()
-            sums["nll_unlabelled"] += nll[~labelled[idx]].sum().item()
-        n_lab = max(int(labelled[order].sum()), 1)
-        n_unl = max(int((~labelled[order]).sum()), 1)
+            nlls.append(nll.detach())
+        nll, lab = torch.cat(nlls).cpu().double(), labelled[order]
         row = {
             "epoch": epoch + 1,
-            "nll": sums["nll"] / len(order),
-            "nll_labelled": sums["nll_labelled"] / n_lab,
-            "nll_unlabelled": sums["nll_unlabelled"] / n_unl if (~labelled).any() else float("nan"),
+            "nll": nll.mean().item(),
+            "nll_labelled": nll[lab].mean().item() if lab.any() else float("nan"),
+            "nll_unlabelled": nll[~lab].mean().item() if (~lab).any() else float("nan"),
             "sigma": sigma,
             "lr": lr,
             "elapsed_s": time.perf_counter() - start,

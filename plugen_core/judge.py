@@ -118,8 +118,9 @@ class Judge(nn.Module):
             print(f"[judge] epoch {epoch + 1}/{epochs} loss {history[-1]['loss']:.4f}", flush=True)
         return history
 
-    def save(self, path) -> None:
-        save_checkpoint({"schema": self.schema.to_dict(), "input_shape": list(self.input_shape), "width": self.width, "state_dict": self.state_dict()}, path)
+    def save(self, path, trained: dict | None = None) -> None:
+        """`trained`: how it was trained (seconds, device, threads), for its model card."""
+        save_checkpoint({"schema": self.schema.to_dict(), "input_shape": list(self.input_shape), "width": self.width, "state_dict": self.state_dict(), "trained": trained or {}}, path)
 
     @classmethod
     def load(cls, path) -> "Judge":

@@ -5,8 +5,9 @@ The labeller is the judge's network trained on the dataset's labelled subset onl
 evaluation judge is trained separately on every combination, so what is judged never depends on what labelled the
 training data. A discrete label predicted with less than `threshold` confidence is left missing (the prior treats it
 as a mixture), and the dataset's `labelled` rules then apply to the predicted labels as to real ones: held-out
-combinations removed, correlated pairs, `size` labelled latents, where the labeller's own `size` (null: every
-training latent, as the paper labelled all its StyleGAN samples) replaces the dataset's: labels cost nothing here.
+combinations removed (and half ones, such as a triangle of unsure colour, blanked), correlated pairs, `size` labelled
+latents, where the labeller's own `size` (null: every training latent the pairing allows, as the paper labelled all its
+StyleGAN samples) replaces the dataset's: labels cost nothing here.
 """
 from __future__ import annotations
 
@@ -38,10 +39,10 @@ def label_generated(labeller: Judge, generated: np.ndarray, index: pd.DataFrame,
         predicted[name] = predicted[name].astype(object).where(confidence[name].to_numpy() >= threshold, np.nan)
     table = pd.concat([index[["id", "split"]].reset_index(drop=True), predicted], axis=1)
     try:
-        chosen = select_labelled(table, rules, rng)
+        chosen, held_out = select_labelled(table, rules, rng)
     except PlugenInputError as e:
         raise PlugenInputError(f"labelling generated samples: {e}; lower the labelled size or the threshold") from e
-    stats = {"generated": len(generated), "threshold": threshold, "labelled": len(chosen), "unsure": unsure}
+    stats = {"generated": len(generated), "threshold": threshold, "labelled": len(chosen), "unsure": unsure, "held_out": held_out}
     return chosen.drop(columns="split"), stats
 
 

@@ -75,3 +75,16 @@ def attribute_scores(metrics: dict, names: list[str], generation_path: str | Pat
         ax.set_title(f"{title} — {what}", fontsize=9)
         fig.tight_layout()
         _save(fig, path)
+
+
+def traversal_curves(values: np.ndarray, readings: dict[str, list[float]], path: str | Path, title: str, ylabel: str) -> None:
+    """One line per swept coordinate: what the judge reads as the coordinate moves (for samples without a picture)."""
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    for label, ys in readings.items():
+        ax.plot(values, ys, marker="o", label=label)
+    ax.set_xlabel("z coordinate")
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)

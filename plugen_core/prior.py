@@ -111,6 +111,24 @@ class PluGeNPrior(Distribution):
                 block[rows, 0] = self.cont_mean[start] + self.cont_std[start] * torch.randn(n, generator=generator)
         return context
 
+    def posterior(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The labels the prior reads off z by Bayes' rule, in the context layout (the free classifier): per
+        binary-like coordinate the probability of its class (a categorical's classes compete within its block), per
+        continuous coordinate the posterior mean of the normalised value under the labels' N(m, s^2)."""
+        a = inputs[:, : self.n_attr]
+        s_pos, s_neg = self.widths()
+        p = self.positive_rate
+        evidence = torch.log(p) + normal_log_pdf(a, 1.0, s_pos) - torch.log1p(-p) - normal_log_pdf(a, -1.0, s_neg)
+        out = torch.sigmoid(evidence)
+        s_cont2 = (self.continuous_scale * self.sigma) ** 2
+        continuous = (a * self.cont_std**2 + self.cont_mean * s_cont2) / (self.cont_std**2 + s_cont2)
+        out = torch.where(self.is_continuous, continuous, out)
+        for kind, start, stop in self.groups:
+            if kind == "categorical":  # log p_c + log N(z_c; +1) - log N(z_c; -1), up to a constant shared by all c
+                log_pos = torch.log(p[start:stop]) + normal_log_pdf(a[:, start:stop], 1.0, s_pos[start:stop]) - normal_log_pdf(a[:, start:stop], -1.0, s_neg[start:stop])
+                out[:, start:stop] = torch.softmax(log_pos, dim=1)
+        return out
+
     def means(self, context: torch.Tensor) -> torch.Tensor:
         """Centre of each coordinate's component for the given labels (NaN stays NaN)."""
         return torch.where(self.is_continuous, context, 2 * context - 1)

@@ -34,6 +34,7 @@ from plugen_core.backbones import load_backbone
 from plugen_core.flow import PluGeN
 from plugen_core.io import PlugenInputError
 from plugen_core.schema import Schema
+from plugen_core.tracking import PipelineRun, tracked
 
 CHAMPION = "champion"
 IMAGE_COLUMN = "image_png"
@@ -98,6 +99,23 @@ def input_example(schema: Schema) -> pd.DataFrame:
     full = {a.name: a.classes[0] if a.kind == "categorical" else 1.0 if a.kind == "binary" else (a.low + a.high) / 2 for a in schema.attributes}
     first = schema.names[0]
     return pd.DataFrame([full, {first: full[first]}])
+
+
+@tracked
+def register_plugin(run: PipelineRun, plugen_path: str | Path, backbone_path: str | Path, metrics: dict) -> None:
+    """Log the plugin under the evaluation's run as a pyfunc model and register it as a new version of
+    `plugen-<experiment>`; `champion` moves to it if it is better."""
+    settings, evaluate = run.params["tracking"], run.params.get("evaluate", {})
+    name = f"plugen-{settings['experiment']}"
+    defaults = {"temperature": evaluate.get("temperature", 1.0), "style_temperature": evaluate.get("style_temperature", 1.0)}
+    version = log_and_register(run.run_id, plugen_path, backbone_path, name, metrics, defaults)
+    if settings["primary_metric"] not in metrics:
+        # a metric this experiment cannot have (check_primary_metric refused typos): no reconstructions (a GAN), or
+        # no held-out combination
+        print(f"[{run.stage}] registered {name} version {version}; it has no {settings['primary_metric']}, so the champion alias stays")
+        return
+    champion = promote_if_better(run.client, name, version, metrics, settings["primary_metric"], settings["primary_direction"])
+    print(f"[{run.stage}] registered {name} version {version}; champion: version {champion}")
 
 
 def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | Path, name: str, metrics: dict, defaults: dict) -> str:

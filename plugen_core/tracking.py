@@ -112,8 +112,8 @@ def experiment_id(client, name: str, uri: str) -> str:
     return experiment.experiment_id
 
 
-def _tracked(method: Callable) -> Callable:
-    """A no-op when tracking is off. A tracking error fails the stage with the URI in its message, or, with
+def tracked(method: Callable) -> Callable:
+    """For a method of PipelineRun, or a function whose first argument is one: a no-op when tracking is off. A tracking error fails the stage with the URI in its message, or, with
     `tracking.optional`, warns and turns tracking off for the rest of the stage."""
 
     @functools.wraps(method)
@@ -146,7 +146,7 @@ class PipelineRun:
         self.active = self.uri is not None
         self.client = self.run_id = None
 
-    @_tracked
+    @tracked
     def _join(self) -> None:
         settings = self.params["tracking"]
         for key in ("experiment", "primary_metric", "primary_direction"):
@@ -202,7 +202,15 @@ class PipelineRun:
         print(f"[{self.stage}] MLflow run {run.info.run_id} opened at {self.uri}")
         return run.info.run_id
 
-    @_tracked
+    @tracked
+    def check_primary_metric(self, names: set[str]) -> None:
+        """Refuse, before any work, a primary metric that the evaluation cannot write (a typo)."""
+        metric = self.params["tracking"]["primary_metric"]
+        if metric not in names:
+            close = sorted(n for n in names if n.split(".")[0] == metric.split(".")[0]) or sorted(names)
+            raise PlugenInputError(f"params: tracking.primary_metric '{metric}' is not a metric this evaluation writes; e.g. {close[:6]}")
+
+    @tracked
     def log_history(self, prefix: str, history: list[dict]) -> None:
         """Per-epoch training metrics as `<prefix>/<column>`, step = epoch."""
         from mlflow.entities import Metric
@@ -211,10 +219,11 @@ class PipelineRun:
         metrics = [Metric(f"{prefix}/{key}", value, now, int(row["epoch"])) for row in history for key, value in _numbers(row).items() if key != "epoch"]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    @_tracked
+    @tracked
     def log_evaluation(self, metrics: dict, schema: dict, inputs: list[str | Path], artifacts: dict[str, list[str | Path]]) -> None:
-        """Evaluation metrics (text ones as tags), the attribute schema, md5 params of the inputs (equal to the md5s
-        in dvc.lock) and artifact files by artifact folder."""
+        """Evaluation metrics (text ones as tags; all of them as metrics/metrics.json), the attribute schema, md5
+        params of the inputs (equal to the md5s in dvc.lock) and artifacts by artifact folder (a folder keeps its
+        layout inside it)."""
         from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
@@ -225,26 +234,13 @@ class PipelineRun:
             tags=[RunTag(key, value) for key, value in metrics.items() if isinstance(value, str)],
         )
         self.client.log_dict(self.run_id, schema, "schema.json")
+        self.client.log_dict(self.run_id, metrics, "metrics/metrics.json")
         for folder, paths in artifacts.items():
-            for path in _files(paths):
-                self.client.log_artifact(self.run_id, str(path), folder)
-
-    @_tracked
-    def register_plugin(self, plugen_path: str | Path, backbone_path: str | Path, metrics: dict) -> None:
-        """Log the plugin as a pyfunc model, register it as a new version; `champion` moves to it if it is better."""
-        from plugen_core import pyfunc_model
-        from plugen_core.evaluation import GROUP_KEYS, RECONSTRUCTION_KEYS
-
-        settings, evaluate = self.params["tracking"], self.params.get("evaluate", {})
-        name = f"plugen-{settings['experiment']}"
-        defaults = {"temperature": evaluate.get("temperature", 1.0), "style_temperature": evaluate.get("style_temperature", 1.0)}
-        version = pyfunc_model.log_and_register(self.run_id, plugen_path, backbone_path, name, metrics, defaults)
-        if settings["primary_metric"] in RECONSTRUCTION_KEYS + GROUP_KEYS and settings["primary_metric"] not in metrics:
-            # a contract metric this experiment has none of: no reconstructions (a GAN), or no held-out combination
-            print(f"[{self.stage}] registered {name} version {version}; it has no {settings['primary_metric']}, so the champion alias stays")
-            return
-        champion = pyfunc_model.promote_if_better(self.client, name, version, metrics, settings["primary_metric"], settings["primary_direction"])
-        print(f"[{self.stage}] registered {name} version {version}; champion: version {champion}")
+            for path in map(Path, paths):
+                if path.is_dir():
+                    self.client.log_artifacts(self.run_id, str(path), folder)
+                else:
+                    self.client.log_artifact(self.run_id, str(path), folder)
 
     def close(self) -> None:
         """End the run: the last stage, `evaluate`, calls it when done."""
@@ -252,7 +248,7 @@ class PipelineRun:
             self.state_file.unlink(missing_ok=True)  # even if MLflow cannot be told, the next execution opens a new run
             self._finish()
 
-    @_tracked
+    @tracked
     def _finish(self) -> None:
         self.client.set_terminated(self.run_id, "FINISHED")
 

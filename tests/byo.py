@@ -12,12 +12,15 @@ LATENT_NAMES = ["Smiling", "Male", "Eyeglasses"]
 
 def write_latents(folder: Path, n: int = 1500, dim: int = 16, seed: int = 0) -> dict:
     """Gaussian latents whose attributes are read off them (as a face classifier would label StyleGAN samples), and
-    list_attr_celeba.txt: a row count, the attribute names, then `file -1/1 ...` per latent."""
+    list_attr_celeba.txt: a row count, the attribute names, then `file -1/1 ...` per latent. The latents are stored
+    rotated by a fixed random rotation, so that no attribute lies along a coordinate of w: the prior gives attributes
+    the first coordinates of z, and an untrained flow (the identity) must not find them there."""
     rng = np.random.default_rng(seed)
     w = rng.normal(size=(n, dim)).astype(np.float32)
     values = np.stack([w[:, 0] > 0, w[:, 1] > 0, w[:, 2] + w[:, 3] > 1.0], axis=1)
+    rotation = np.linalg.qr(rng.normal(size=(dim, dim)))[0].astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "latents.npy", w)
+    np.save(folder / "latents.npy", w @ rotation)
     rows = [f"{i + 1:06d}.jpg " + " ".join("1" if v else "-1" for v in row) for i, row in enumerate(values)]
     (folder / "list_attr_celeba.txt").write_text("\n".join([str(n), " ".join(LATENT_NAMES), *rows]) + "\n")
     return {"source": "latents", "input": str(folder), "latents": "latents.npy", "labels": "list_attr_celeba.txt",

@@ -10,13 +10,15 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Tiny params: the shapes-vae pipeline in about a minute on 2 CPU cores. Repository copies keep only the
-# SMOKE_EXPERIMENTS of params.yaml, so that runs of the whole pipeline stay within the test budget.
+# Tiny params: the shapes-vae pipeline in about a minute on 2 CPU cores, its VAE trained from scratch (the judge is the
+# shipped one). Repository copies keep only the SMOKE_EXPERIMENTS of params.yaml, so that runs of the whole pipeline
+# stay within the test budget.
 SMOKE_EXPERIMENTS = ("shapes-vae",)
 SMOKE_PARAMS = {
     "datasets.shapes.n_train": 2000,
     "datasets.shapes.n_test": 400,
     "datasets.shapes.labelled.size": 200,
+    "experiments.shapes-vae.backbone.pretrained": None,  # the from-scratch path: the shipped VAE is not trained here
     "experiments.shapes-vae.backbone.epochs": 2,
     "judge.epochs": 1,
     "flow.epochs": 3,

@@ -22,7 +22,7 @@ device: cpu
 datasets: {d: {source: shapes, input: x, labelled: {held_out: []}}}
 experiments: {e: {dataset: d, backbone: {kind: vae}}}
 flow: {}
-evaluate: {}
+evaluate: {n_generation: 10, n_manipulation: 10, n_fid: 10, kid_subset_size: 5, temperature: 0.5, style_temperature: 1.0, continuous_tolerance: 0.1}
 """
 
 
@@ -126,3 +126,23 @@ def test_params_read_dvc_style_exponents_as_floats(tmp_path):
     (tmp_path / "params.yaml").write_text("flow:\n  lr: 1e-05\n  sigma0: 7.0E+1\n  name: e5\n  version: '1e3'\n")
     flow = load_params(tmp_path / "params.yaml")["flow"]
     assert flow == {"lr": 1e-05, "sigma0": 70.0, "name": "e5", "version": "1e3"}
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("n_generation: 10", "evaluate.n_generation must be an integer, got None"),  # removed below: missing
+        ("n_fid: 1", "evaluate.n_fid must be > 1, got 1"),
+        ("temperature: hot", "evaluate.temperature must be a number, got 'hot'"),
+        ("continuous_tolerance: 0", "evaluate.continuous_tolerance must be in (0, 1], got 0"),
+    ],
+)
+def test_evaluate_settings_are_checked_before_any_work(inputs, monkeypatch, capsys, setting, message):
+    name = setting.split(":")[0]
+    broken = setting if name != "n_generation" else ""
+    params = (inputs / "params.yaml").read_text()
+    start = params.index(f"{name}: ")
+    end = min(i for i in (params.find(",", start), params.find("}", start)) if i > 0)
+    (inputs / "params.yaml").write_text(params[:start] + broken + params[end:] if broken else params[:start] + params[end + 2:])
+    assert message in run(evaluate, ["--experiment", "e"], monkeypatch, capsys)  # no model or judge exists: checked first
+    assert not (inputs / "metrics").exists() and not (inputs / "plots").exists()

@@ -31,6 +31,7 @@ def repo(tmp_path_factory):
         "toy": {"dataset": "shapes", "labeller": TINY_LABELLER,
                 "backbone": {"kind": "import", "factory": "tests.toy_backbone:make", "config": {"latent_dim": 16}, "weights": "byo/toy.pt"}},
         "faces-w": {"dataset": "faces", "backbone": {"kind": "none"}, "flow": {"epochs": 40, "batch_size": 128}},
+        "faces-w-untrained": {"dataset": "faces", "backbone": {"kind": "none"}, "flow": {"epochs": 0}},  # negative control
         "folder-vae": {"dataset": "folder", "backbone": {"kind": "vae", "latent_dim": 8, "width": 8, "epochs": 2, "batch_size": 16, "lr": 0.002}},
     }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -46,20 +47,21 @@ def metrics(repo, experiment: str) -> dict:
 def test_every_experiment_writes_its_metrics_and_dvc_shows_them_side_by_side(repo):
     shown = json.loads(dvc(repo, "metrics", "show", "--json"))
     files = {path for rev in shown.values() for path in rev["data"]}
-    assert files == {f"metrics/{e}/metrics.json" for e in ("shapes-gan", "toy", "faces-w", "folder-vae")}
+    assert files == {f"metrics/{e}/metrics.json" for e in ("shapes-gan", "toy", "faces-w", "faces-w-untrained", "folder-vae")}
     # The contract keys each can have: reconstructions need an encoder and a decoder (the VAE), unseen combinations a
     # held-out one, continuous MAE a continuous attribute (faces: CelebA's binary ones only; folder: none held out).
     absent = {
         "shapes-gan": RECONSTRUCTION_KEYS,
         "toy": RECONSTRUCTION_KEYS,
         "faces-w": RECONSTRUCTION_KEYS + ("generation.seen.continuous_mae", "generation.unseen.continuous_mae"),
-        "folder-vae": ("generation.unseen.accuracy", "generation.seen.continuous_mae", "generation.unseen.continuous_mae"),
+        "folder-vae": ("generation.unseen.accuracy", "generation.unseen.joint", "generation.seen.continuous_mae", "generation.unseen.continuous_mae"),
     }
     for experiment, keys in absent.items():
         m = metrics(repo, experiment)
         assert [k for k in METRICS_CONTRACT if k not in m] == [k for k in METRICS_CONTRACT if k in keys], experiment
     for experiment in ("shapes-gan", "toy", "faces-w", "folder-vae"):
         assert (repo / f"plots/{experiment}/generation_grid.png").stat().st_size > 1000
+        assert (repo / f"plots/{experiment}/traversals").is_dir()
     assert "Data and pipelines are up to date" in dvc(repo, "status")
 
 
@@ -89,11 +91,13 @@ def test_the_users_backbone_generates_from_its_own_weights(repo):
 
 @pytest.mark.slow
 def test_latents_experiment_is_judged_in_latent_space(repo):
-    m = metrics(repo, "faces-w")
-    assert m["judge.space"] == "latent"
-    # Attributes that are signs of latent coordinates: a working plugin hits most requested combinations, unseen
-    # (Smiling and Male together) included; chance is 0.5 per attribute. Measured: judge 0.85 (a few hundred rows,
-    # three epochs), generation 0.91 seen / 0.89 unseen, manipulation success 0.88.
-    assert m["judge.accuracy"] >= 0.8
-    assert m["generation.seen.accuracy"] >= 0.8 and m["generation.unseen.accuracy"] >= 0.75
-    assert m["manipulation.success"] >= 0.75
+    trained, untrained = metrics(repo, "faces-w"), metrics(repo, "faces-w-untrained")
+    assert trained["judge.space"] == "latent" and trained["judge.accuracy"] >= 0.8
+    # Attributes read off rotated Gaussian latents (tests/byo.py): a working plugin hits most requested combinations,
+    # the held-out one (Smiling and Male together) included. The untrained flow, the identity, must fail every bar:
+    # it puts the requested labels on coordinates that mean nothing. Measured, trained / untrained: seen joint 0.54 /
+    # 0.04 (the judge's own joint ceiling is about 0.63), unseen joint 0.96 / 0.06, manipulation joint 0.59 / 0.06,
+    # free classifier 0.88 / 0.47 (chance: 1/8, 1/4, 0.5).
+    bars = {"generation.seen.joint": 0.4, "generation.unseen.joint": 0.6, "manipulation.joint": 0.4, "classifier.accuracy": 0.75}
+    for key, bar in bars.items():
+        assert trained[key] >= bar > untrained[key], (key, trained[key], untrained[key])

@@ -33,7 +33,7 @@ def test_stage_graph_comes_from_dvc_yaml(repo_copy):
     stages = {s.name: s for s in read_stages(repo_copy)}
     templates = list(yaml.safe_load((repo_copy / "dvc.yaml").read_text())["stages"])  # in dependency order
     assert list(stages) == [f"{t}@shapes" if t in ("data", "train_judge") else f"{t}@shapes-vae" for t in templates]
-    assert set(stages["evaluate@shapes-vae"].upstream) == {"data@shapes", "backbone@shapes-vae", "train_judge@shapes", "train_flow@shapes-vae", "extract_latents@shapes-vae"}
+    assert set(stages["evaluate@shapes-vae"].upstream) == {"data@shapes", "backbone@shapes-vae", "train_judge@shapes", "train_flow@shapes-vae", "extract_latents@shapes-vae", "align_labels@shapes-vae"}
     assert {name for name, s in stages.items() if s.gpu} == {"backbone@shapes-vae", "train_judge@shapes", "train_flow@shapes-vae"}
     assert "metrics/shapes-vae/metrics.json" in stages["evaluate@shapes-vae"].git_outs
 

@@ -23,7 +23,7 @@ from plugen_core.evaluation import METRICS_CONTRACT
 from tests.conftest import SMOKE_PARAMS, copy_repo, stop_group, dvc
 
 pytestmark = pytest.mark.slow
-SMOKE_SETS = [arg for key, value in SMOKE_PARAMS.items() for arg in ("--set", f"{key}={value}")]
+SMOKE_SETS = [arg for key, value in SMOKE_PARAMS.items() for arg in ("--set", f"{key}={json.dumps(value)}")]  # None: null
 
 
 def start(args: list[str], env: dict, log: Path) -> subprocess.Popen:

@@ -98,3 +98,21 @@ def test_continuous_scale_narrows_only_continuous_coordinates(schema, prior):
     assert torch.allclose(narrow - wide, torch.tensor(expected_shift), atol=1e-5)
     attr = prior.sample_given(torch.tensor([[1.0, 0.0, 0.0, 1.0, age_30]]).repeat(20000, 1), generator=torch.Generator().manual_seed(0))
     assert abs(attr[:, 4].std().item() - 0.25) < 0.01 and abs(attr[:, 0].std().item() - s * math.sqrt(2 * 0.2)) < 0.01
+
+
+def test_posterior_is_bayes_rule_over_the_priors_own_densities(schema, prior):
+    """The free classifier: p(y | z) from enumerating labels through log_prob, times the label frequencies."""
+    z = torch.tensor([[0.3, -0.2, 0.4, -1.4, 0.6, 0.0, 0.0], [-1.1, 0.9, -0.8, -0.3, -0.2, 1.0, 1.0]])
+    posterior = prior.posterior(z)
+
+    def log_prob(**labels):
+        return prior.log_prob(z, context=torch.from_numpy(schema.encode(pd.DataFrame([labels] * len(z)))))
+
+    smile = torch.stack([math.log(0.2) + log_prob(smile=1), math.log(0.8) + log_prob(smile=0)], 1).softmax(1)[:, 0]
+    assert torch.allclose(posterior[:, 0], smile, atol=1e-5)
+    hair = torch.stack([math.log(p) + log_prob(hair=c) for c, p in zip(["black", "blond", "grey"], [0.5, 0.3, 0.2])], 1).softmax(1)
+    assert torch.allclose(posterior[:, 1:4], hair, atol=1e-5)
+    ages = np.linspace(-20.0, 100.0, 6001)  # normalised v in [-3, 3] on a grid, weighted by the labels' N(0.1, 0.4^2)
+    v = torch.from_numpy(2 * (ages - 20) / 40 - 1).float()
+    weights = torch.stack([log_prob(age=a) + torch.distributions.Normal(0.1, 0.4).log_prob(x) for a, x in zip(ages, v)], 1).softmax(1)
+    assert torch.allclose(posterior[:, 4], (weights * v).sum(1), atol=2e-3)

@@ -70,8 +70,9 @@ class Backbone(nn.Module, ABC):
         device = self.device
         return np.concatenate([self.postprocess(self.decode(w[s : s + batch_size].to(device))) for s in range(0, len(w), batch_size)])
 
-    def save(self, path: str | Path) -> None:
-        save_checkpoint({"kind": self.kind, "config": self.config(), "state_dict": self.state_dict()}, path)
+    def save(self, path: str | Path, trained: dict | None = None) -> None:
+        """`trained`: how it was trained (seconds, device, threads), for its model card."""
+        save_checkpoint({"kind": self.kind, "config": self.config(), "state_dict": self.state_dict(), "trained": trained or {}}, path)
 
 
 class ImageBackbone(Backbone):

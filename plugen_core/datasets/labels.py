@@ -84,12 +84,43 @@ def assign_splits(n: int, fractions: dict[str, float], rng: np.random.Generator)
     return split
 
 
+def equals(column: pd.Series, value) -> np.ndarray:
+    """Where a label equals `value`, as text or as a number (a binary 1 is 1.0 in a table with missing labels)."""
+    return (column.astype(str) == str(value)).to_numpy() | (column == value).to_numpy()
+
+
 def matches(df: pd.DataFrame, combination: dict) -> np.ndarray:
     """Rows whose attributes equal every value of `combination`."""
     hit = np.ones(len(df), dtype=bool)
     for name, value in combination.items():
-        hit &= (df[name].astype(str) == str(value)).to_numpy() | (df[name] == value).to_numpy()
+        hit &= equals(df[name], value)
     return hit
+
+
+def partial_matches(df: pd.DataFrame, combination: dict) -> np.ndarray:
+    """Rows holding some values of `combination` with its other attributes missing: half a held-out combination."""
+    known, conflict = np.zeros(len(df), dtype=int), np.zeros(len(df), dtype=bool)
+    for name, value in combination.items():
+        present, same = df[name].notna().to_numpy(), equals(df[name], value)
+        known += present & same
+        conflict |= present & ~same
+    return ~conflict & (known > 0) & (known < len(combination))
+
+
+def enforce_held_out(labels: pd.DataFrame, held_out: list[dict]) -> tuple[pd.DataFrame, dict]:
+    """`labels` with no trace of a held-out combination: rows holding a whole one are dropped, and rows holding part of
+    one with the rest missing (a labeller unsure of a colour) lose those labels. Returns the counts too."""
+    labels, dropped, blanked = labels.copy(), 0, 0
+    for combination in held_out:
+        whole = matches(labels, combination)
+        dropped += int(whole.sum())
+        labels = labels[~whole]
+        part = partial_matches(labels, combination)
+        for name, value in combination.items():
+            hit = part & equals(labels[name], value)
+            blanked += int(hit.sum())
+            labels[name] = labels[name].where(~hit)
+    return labels, {"combinations": held_out, "rows_dropped": dropped, "labels_blanked": blanked}
 
 
 def check_rules(labelled: dict, spec: list[dict], where: str) -> None:
@@ -113,22 +144,23 @@ def check_rules(labelled: dict, spec: list[dict], where: str) -> None:
             raise PlugenInputError(f"{where}.correlated: strength must be in (0, 1), got {pair['strength']}")
 
 
-def select_labelled(labels: pd.DataFrame, rules: dict, rng: np.random.Generator) -> pd.DataFrame:
-    """The plugin's labelled subset of the training rows that have a label: held-out combinations never occur, paired
-    binary attributes agree with probability `strength` (the paper's rare-combination setting), at most `size` rows
-    (null: all eligible rows)."""
+def select_labelled(labels: pd.DataFrame, rules: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+    """The plugin's labelled subset of the training rows that have a label: no trace of a held-out combination
+    (`enforce_held_out`), paired binary attributes that agree with probability `strength` (the paper's rare-combination
+    setting), at most `size` rows (null: as many as the pairing allows). Returns what was done, for the record."""
     names = [c for c in labels.columns if c not in ("id", "split", "file")]
-    pool = labels[(labels["split"] == "train").to_numpy() & labels[names].notna().any(axis=1).to_numpy()]
-    for combo in rules.get("held_out") or []:
-        pool = pool[~matches(pool, combo)]
-    size = rules.get("size")
-    if size is None:
-        return pool
-    if size > len(pool):
-        raise PlugenInputError(f"labelled size {size} exceeds the {len(pool)} eligible labelled training rows")
+    pool, record = enforce_held_out(labels[(labels["split"] == "train").to_numpy()], rules.get("held_out") or [])
+    pool = pool[pool[names].notna().any(axis=1).to_numpy()]
     weights = np.ones(len(pool))
     for pair in rules.get("correlated") or []:
-        agree = (pool[pair["a"]] == pool[pair["b"]]).to_numpy()
+        a, b = pool[pair["a"]], pool[pair["b"]]
+        agree = (a == b).to_numpy() | a.isna().to_numpy() | b.isna().to_numpy()  # an unknown pair says nothing: kept
         weights *= np.where(agree, pair["strength"], 1 - pair["strength"])
-    idx = rng.choice(len(pool), size=size, replace=False, p=weights / weights.sum())
-    return pool.iloc[np.sort(idx)]
+    size = rules.get("size")
+    if size is None:  # keep each row with probability weight / max: the pairs agree at `strength`, nothing else is lost
+        idx = np.flatnonzero(rng.random(len(pool)) < weights / weights.max()) if len(pool) else np.arange(0)
+    elif size > len(pool):
+        raise PlugenInputError(f"labelled size {size} exceeds the {len(pool)} eligible labelled training rows")
+    else:
+        idx = np.sort(rng.choice(len(pool), size=size, replace=False, p=weights / weights.sum()))
+    return pool.iloc[idx], record

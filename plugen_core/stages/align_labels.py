@@ -1,12 +1,15 @@
 """Stage `align_labels@<experiment>`: join the labels onto the latent rows (NaN = unlabelled), validate them, and
 store the attribute schema (kinds, classes, normalisation) that every later stage reads. Encoded latents take the
-dataset's labelled subset; sampled ones (a GAN) are labelled by a classifier first (plugen_core/labelling.py)."""
+dataset's labelled subset; sampled ones (a GAN) are labelled by a classifier first (plugen_core/labelling.py). Either
+way no held-out combination, whole or in part, reaches the table the plugin trains on; labelling.json says what was
+dropped or blanked."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from plugen_core import labelling, tracking
+from plugen_core.datasets.labels import enforce_held_out
 from plugen_core.io import PlugenInputError, read_array, read_json, read_table, write_json, write_table
 from plugen_core.schema import Schema
 from plugen_core.stages import experiment_stage
@@ -47,8 +50,9 @@ def main() -> None:
     latents = read_array(layout.latents)
     index = read_table(layout.index)
     spec = read_json(layout.attributes)
-    labelled = read_table(layout.labelled)
-    stats = {"source": "dataset labels"}
+    held_out = cfg["dataset"]["labelled"].get("held_out") or []
+    labelled, record = enforce_held_out(read_table(layout.labelled), held_out)  # the data stage's choice holds none
+    stats = {"source": "dataset labels", "held_out": record}
     if layout.generated.is_file():  # sampled latents: label what they generate
         p = cfg["labeller"]
         missing = [k for k in labelling.KEYS if k not in (p or {})]

@@ -33,7 +33,7 @@ def main() -> None:
     samples, labels, spec = PREPARE[entry["source"]](entry, rng)
     check_rules(rules, spec, f"datasets.{args.dataset}.labelled")
     names = [a["name"] for a in spec]
-    labelled = select_labelled(labels[["id", "split"] + names], rules, rng)
+    labelled, record = select_labelled(labels[["id", "split"] + names], rules, rng)
     n_train = int((labels["split"] == "train").sum())
     if rules.get("size") and rules["size"] > 0.1 * n_train:
         print(f"[data] note: labelled size {rules['size']} is over 10% of {n_train} training rows")
@@ -43,7 +43,7 @@ def main() -> None:
     write_table(labelled[["id"] + names], layout.labelled)
     write_json(spec, layout.attributes)
     counts = labels["split"].value_counts().to_dict()
-    print(f"[data] {args.dataset}: {len(samples)} samples of shape {samples.shape[1:]} {counts}, {len(labelled)} labelled -> {layout.data}/")
+    print(f"[data] {args.dataset}: {len(samples)} samples of shape {samples.shape[1:]} {counts}, {len(labelled)} labelled ({record['rows_dropped']} rows of held-out combinations dropped) -> {layout.data}/")
 
 
 if __name__ == "__main__":

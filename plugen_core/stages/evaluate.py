@@ -1,10 +1,13 @@
-"""Stage `evaluate@<experiment>`: the metrics contract of PLUGEN.md (judge, seen/unseen generation, manipulation,
-FID/KID on judge features) as a flat JSON, plus the generation and manipulation pictures.
+"""Stage `evaluate@<experiment>`: the metrics contract of PLUGEN.md (judge, seen/unseen and joint generation,
+manipulation, the plugin's free classifier, FID/KID on judge features) as a flat JSON, plus the pictures.
 
 What the judge reads: decoded samples (images) for a backbone with a decoder; the latents themselves for a
-bring-your-own latents dataset (a latent-space judge, `judge.space: latent`). Manipulation edits the latents of test
-rows: encoded real samples with their true labels, or, for a backbone without an encoder (a GAN), latents drawn
-from its prior, whose original attributes are what the judge reads off their samples."""
+bring-your-own latents dataset (a latent-space judge, `judge.space: latent`). Manipulation and the free classifier
+use test rows: encoded real samples with their true labels, or, for a backbone without an encoder (a GAN), latents
+drawn from its prior, whose attributes are what the judge reads off their samples.
+
+Every setting is checked before any work, and nothing is written until everything is computed: a failure leaves the
+previous metrics, plots and registered versions as they were."""
 from __future__ import annotations
 
 import time
@@ -13,31 +16,48 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plugen_core import plots, tracking
+from plugen_core import plots, pyfunc_model, tracking
 from plugen_core.backbones import load_backbone
+from plugen_core.datasets.labels import partial_matches
 from plugen_core.evaluation import (
     METRICS_CONTRACT,
     RECONSTRUCTION_KEYS,
     FeatureExtractor,
     InceptionFeatures,
     agreement,
+    check_settings,
     edit_targets,
     fid_kid,
     generation_targets,
     matches_any,
+    metric_names,
+    score_edit,
+    score_generation,
     summarise,
     uniform_targets,
 )
 from plugen_core.flow import PluGeN
 from plugen_core.images import from_uint8
-from plugen_core.io import PlugenInputError, read_array, read_table, require_file, write_json
+from plugen_core.io import PlugenInputError, atomic_dir, read_array, read_table, require_file, write_json
 from plugen_core.judge import Judge
 from plugen_core.stages import experiment_stage
+
+TRAVERSAL = np.linspace(-2, 2, 9)  # values a traversal sweeps one z coordinate through
+
+
+def check_no_leak(table: pd.DataFrame, held_out: list[dict], path) -> None:
+    """The table the plugin trained on must hold no held-out combination, whole or in part."""
+    labelled = table[table["labelled"].to_numpy()]
+    whole = int(matches_any(labelled, held_out).sum())
+    part = int(sum(partial_matches(labelled, c).sum() for c in held_out))
+    if whole or part:
+        raise PlugenInputError(f"{path} holds {whole} labelled row(s) of a held-out combination and {part} with part of one; rerun align_labels")
 
 
 def main() -> None:
     cfg, layout, generator, device = experiment_stage(__doc__)
     ev = cfg["evaluate"]
+    check_settings(ev)
     held_out = cfg["dataset"]["labelled"]["held_out"] or []
     rng = np.random.default_rng(cfg["seed"])
     run = tracking.join("evaluate", cfg)
@@ -46,11 +66,11 @@ def main() -> None:
     plugin = PluGeN.load(layout.plugen).to(device)
     judge = Judge.load(layout.judge).to(device)
     schema = judge.schema  # original units and the data's full ranges: what every score is read in
+    run.check_primary_metric(metric_names(schema, held_out))
+    inception = require_file(ev["inception_weights"], "Inception weights") if ev.get("inception_weights") and judge.images else None
+    check_no_leak(read_table(layout.table), held_out, layout.table)
     samples = read_array(layout.samples)
     labels = read_table(layout.labels)
-    leaked = matches_any(read_table(layout.labelled), held_out).sum()
-    if leaked:
-        raise PlugenInputError(f"{layout.labelled} holds {leaked} row(s) of a held-out combination; rerun the data stage")
     latent_space = cfg["dataset"]["source"] == "latents"
     sampled = not latent_space and not backbone.has_encoder
     reconstructs = not latent_space and backbone.has_encoder and backbone.decodes
@@ -82,28 +102,27 @@ def main() -> None:
 
     for group, targets in generation_targets(schema, held_out, ev["n_generation"], rng).items():
         if len(targets):
-            metrics |= summarise(judge.predict(generate(targets)), targets, schema, f"generation.{group}")
-            print(f"[evaluate] generation {group}: accuracy {metrics.get(f'generation.{group}.accuracy', float('nan')):.3f}, continuous MAE {metrics.get(f'generation.{group}.continuous_mae', float('nan')):.3f} of range")
+            metrics |= score_generation(judge.predict(generate(targets)), targets, schema, group, held_out, tol)
+            print(f"[evaluate] generation {group}: accuracy {metrics.get(f'generation.{group}.accuracy', float('nan')):.3f}, joint {metrics.get(f'generation.{group}.joint', float('nan')):.3f}, continuous MAE {metrics.get(f'generation.{group}.continuous_mae', float('nan')):.3f} of range")
+
+    # what the test latents hold: their true labels, or (sampled latents) what the judge reads off their samples
+    reference = judge.predict(to_samples(test_latents)) if sampled else test_labels[schema.names]
+    metrics |= summarise(plugin.classify(test_latents)[schema.names], reference, schema, "classifier")
+    print(f"[evaluate] free classifier (the plugin's p(y|z)): accuracy {metrics.get('classifier.accuracy', float('nan')):.3f} on {len(test_latents)} test latents")
 
     n_edit = min(ev["n_manipulation"], len(test_latents))
-    edit_latents = test_latents[:n_edit].to(device)
-    original = judge.predict(to_samples(edit_latents)) if sampled else test_labels.iloc[:n_edit][schema.names].reset_index(drop=True)
-    success, preservation = [], []
+    edit_latents, original = test_latents[:n_edit].to(device), reference.iloc[:n_edit].reset_index(drop=True)
     for name in schema.names:
         new = edit_targets(schema, original, name, rng)
         edited = to_samples(plugin.manipulate(edit_latents, pd.DataFrame({name: new.to_numpy()})))
-        hits = agreement(judge.predict(edited), original.assign(**{name: new}), schema, tol)
-        success.append(hits[name].mean())
-        preservation.append(np.mean([hits[other].mean() for other in schema.names if other != name]) if len(schema.names) > 1 else 1.0)
-        metrics[f"manipulation.{name}.success"] = float(success[-1])
-        metrics[f"manipulation.{name}.preservation"] = float(preservation[-1])
-    metrics["manipulation.success"] = float(np.mean(success))
-    metrics["manipulation.preservation"] = float(np.mean(preservation))
-    print(f"[evaluate] manipulation success {metrics['manipulation.success']:.3f}, preservation {metrics['manipulation.preservation']:.3f} ({n_edit} {'sampled' if sampled else 'test'} latents)")
+        metrics |= score_edit(agreement(judge.predict(edited), original.assign(**{name: new}), schema, tol), name)
+    for kind in ("success", "preservation", "joint"):
+        metrics[f"manipulation.{kind}"] = float(np.mean([metrics[f"manipulation.{name}.{kind}"] for name in schema.names]))
+    print(f"[evaluate] manipulation success {metrics['manipulation.success']:.3f}, preservation {metrics['manipulation.preservation']:.3f}, joint {metrics['manipulation.joint']:.3f} ({n_edit} {'sampled' if sampled else 'test'} latents)")
 
     n_fid = min(ev["n_fid"], len(test_samples))
-    if ev.get("inception_weights") and judge.images:
-        extractor, to_input, metrics["fid.features"] = InceptionFeatures(str(require_file(ev["inception_weights"], "Inception weights"))), from_uint8, "inception"
+    if inception is not None:
+        extractor, to_input, metrics["fid.features"] = InceptionFeatures(str(inception)), from_uint8, "inception"
     else:
         extractor, to_input, metrics["fid.features"] = FeatureExtractor(judge), judge.to_input, "judge"
     start = time.perf_counter()
@@ -117,21 +136,24 @@ def main() -> None:
     print(f"[evaluate] FID ({metrics['fid.features']} features): backbone samples {metrics['fid.backbone_samples']:.2f}, plugin samples {metrics['fid.plugen_samples']:.2f}, ratio {metrics['fid.ratio']:.3f}")
 
     history = read_table(layout.flow_history)
-    metrics["time.train_flow_s"] = float(history["elapsed_s"].iloc[-1])
+    metrics["time.train_flow_s"] = float(history["elapsed_s"].iloc[-1]) if len(history) else 0.0  # 0 epochs: untrained
     required = [k for k in METRICS_CONTRACT if reconstructs or k not in RECONSTRUCTION_KEYS]
     missing = [k for k in required if k not in metrics]
     if missing:  # e.g. a schema without a discrete or without a continuous attribute has no accuracy or MAE
         print(f"[evaluate] note: no value for {missing} (the attributes have no such kind)")
+
+    with atomic_dir(layout.plots) as out:  # the pictures and the registry first; metrics.json last
+        if judge.images:
+            draw_grids(out, schema, held_out, generate, to_samples, plugin, None if sampled else test_samples, test_latents, original, rng, device)
+        else:  # latent vectors have no picture: draw the scores per attribute instead
+            plots.attribute_scores(metrics, schema.names, out / "generation_grid.png", out / "manipulation_grid.png", cfg["name"])
+        draw_traversals(out / "traversals", plugin, judge, test_latents, to_samples)
+        plots.training_curves(history, ["nll", "nll_labelled", "sigma"], out / "flow_curves.png", f"{cfg['name']}: flow training")
+        inputs = [layout.data, layout.backbone, layout.judge, layout.plugen]
+        run.log_evaluation(metrics, plugin.schema.to_dict(), inputs, {"metrics": [layout.flow_history], "plots": [out]})
+        pyfunc_model.register_plugin(run, layout.plugen, layout.backbone, metrics)
     write_json(metrics, layout.metrics)
-    if judge.images:
-        draw_grids(layout.plots, schema, held_out, generate, to_samples, plugin, None if sampled else test_samples, test_latents, original, rng, device)
-    else:  # latent vectors have no picture: draw the scores per attribute instead
-        plots.attribute_scores(metrics, schema.names, layout.plots / "generation_grid.png", layout.plots / "manipulation_grid.png", cfg["name"])
-    plots.training_curves(history, ["nll", "nll_labelled", "sigma"], layout.plots / "flow_curves.png", f"{cfg['name']}: flow training")
-    print(f"[evaluate] wrote {layout.metrics} and {layout.plots}/{{generation_grid,manipulation_grid,flow_curves}}.png")
-    inputs = [layout.data, layout.backbone, layout.judge, layout.plugen]
-    run.log_evaluation(metrics, plugin.schema.to_dict(), inputs, {"metrics": [layout.metrics, layout.flow_history], "plots": [layout.plots]})
-    run.register_plugin(layout.plugen, layout.backbone, metrics)
+    print(f"[evaluate] wrote {layout.metrics} and {layout.plots}/ (grids, flow curves, traversals/<attribute>.png)")
     run.close()
 
 
@@ -155,6 +177,26 @@ def draw_grids(out, schema, held_out, generate, to_samples, plugin, real, test_l
         columns.append(to_samples(plugin.manipulate(latents, pd.DataFrame({name: new.to_numpy()}))))
         col_titles.append(f"edit {name}")
     plots.image_grid(np.stack(columns, axis=1), [plots.describe(r) for _, r in original.iterrows()], col_titles, out / "manipulation_grid.png", "PluGeN manipulation (one attribute changed per column)")
+
+
+def draw_traversals(out, plugin: PluGeN, judge: Judge, test_latents: torch.Tensor, to_samples, n_images: int = 3, n_curves: int = 200) -> None:
+    """Per attribute, each of its z coordinates swept from -2 to +2 with the others kept: a grid of a few test latents'
+    samples (images), or the judge's reading along the sweep, averaged over test latents (latent vectors)."""
+    for a in plugin.schema.attributes:
+        sl = plugin.schema.slices[a.name]
+        coordinates = [f"{a.name}={c}" for c in a.classes] if a.kind == "categorical" else [a.name]
+        title = f"traversal of {a.name}: z coordinate from -2 to +2, everything else kept"
+        if judge.images:
+            rows = [to_samples(step) for j in range(sl.start, sl.stop) for step in plugin.traverse(test_latents[:n_images], j, TRAVERSAL).transpose(0, 1)]
+            titles = [f"{label}, latent {i}" for label in coordinates for i in range(min(n_images, len(test_latents)))]
+            plots.image_grid(np.stack(rows), titles, [f"{v:+.1f}" for v in TRAVERSAL], out / f"{a.name}.png", title)
+        else:
+            readings = {}
+            for j, label in zip(range(sl.start, sl.stop), coordinates):
+                judged = [judge.predict(to_samples(step)) for step in plugin.traverse(test_latents[:n_curves], j, TRAVERSAL)]
+                target = label.split("=", 1)[1] if a.kind == "categorical" else None
+                readings[label] = [float((p[a.name].astype(str) == target).mean()) if target else float(p[a.name].astype(float).mean()) for p in judged]
+            plots.traversal_curves(TRAVERSAL, readings, out / f"{a.name}.png", title, "judged value" if a.kind != "categorical" else "share judged this class")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from plugen_core.stages import experiment_stage
 def main() -> None:
     cfg, layout, generator, device = experiment_stage(__doc__)
     p = cfg["flow"]
+    if not p:
+        raise PlugenInputError("params: section 'flow' is missing")
     run = tracking.join("train_flow", cfg)
 
     latents = read_array(layout.latents)
@@ -37,9 +39,10 @@ def main() -> None:
         p["sigma0"], p["sigma_gamma"], p["sigma_min"], p["grad_clip"], generator, p["labelled_share"], p["input_noise"],
     )
     model.cpu().save(layout.plugen)
-    write_table(pd.DataFrame(history), layout.flow_history)
+    write_table(pd.DataFrame(history, columns=flow.HISTORY_COLUMNS), layout.flow_history)
     run.log_history("flow", history)
-    print(f"[train_flow] {len(w)} latents ({len(labelled_context)} labelled) in {history[-1]['elapsed_s']:.1f}s on {device} -> {layout.plugen}, {layout.flow_history}")
+    seconds = history[-1]["elapsed_s"] if history else 0.0  # 0 epochs: the untrained control
+    print(f"[train_flow] {len(w)} latents ({len(labelled_context)} labelled), {len(history)} epochs in {seconds:.1f}s on {device} -> {layout.plugen}, {layout.flow_history}")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,17 @@
 """Stage `train_judge@<dataset>`: train the evaluation judge on real labelled samples of every combination: the
 dataset's `judge` split where it has one (bring-your-own latents: rows whose labels the flow never sees), else its
-training split. A CNN for images, an MLP for latent vectors."""
+training split. A CNN for images, an MLP for latent vectors. A dataset entry's `pretrained_judge` names a judge shipped
+in zoo/checkpoints/ instead (trained there the same way, on the same rendered data), verified against its card."""
 from __future__ import annotations
 
 import argparse
+import time
 
 import pandas as pd
+import torch
 
-from plugen_core import config
-from plugen_core.io import load_params, read_array, read_json, read_table, resolve_device, run_stage, section, seed_everything, write_table
+from plugen_core import checkpoints, config
+from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, run_stage, section, seed_everything, write_table
 from plugen_core.judge import Judge
 from plugen_core.layout import DatasetLayout
 from plugen_core.schema import Schema
@@ -20,7 +23,7 @@ def main() -> None:
     ap.add_argument("--dataset", required=True, help="an entry of params.yaml datasets")
     args = ap.parse_args()
     params = load_params(args.params)
-    config.dataset(params, args.dataset)
+    entry = config.dataset(params, args.dataset)
     p = section(params, "judge")
     layout = DatasetLayout(args.dataset)
     generator = seed_everything(params.get("seed", 0))
@@ -29,13 +32,33 @@ def main() -> None:
     samples = read_array(layout.samples)
     labels = read_table(layout.labels)
     schema = Schema.from_dict({"attributes": read_json(layout.attributes)})
-    split = "judge" if (labels["split"] == "judge").any() else "train"
-    rows = (labels["split"] == split).to_numpy()
-    judge = Judge(schema, input_shape=samples.shape[1:], width=p["width"])
-    history = judge.fit(samples[rows], labels[rows].reset_index(drop=True), p["epochs"], p["batch_size"], p["lr"], p["augment"], device, generator)
-    judge.cpu().save(layout.judge)
-    write_table(pd.DataFrame(history), layout.judge_history)
-    print(f"[train_judge] {args.dataset}: trained on the {split} split ({int(rows.sum())} rows) -> {layout.judge}, {layout.judge_history}")
+    start = time.perf_counter()
+    if entry.get("pretrained_judge"):
+        judge, how = shipped_judge(entry["pretrained_judge"], schema, samples.shape[1:]), f"shipped, from {entry['pretrained_judge']}"
+        history = []
+    else:
+        split = "judge" if (labels["split"] == "judge").any() else "train"
+        rows = (labels["split"] == split).to_numpy()
+        judge = Judge(schema, input_shape=samples.shape[1:], width=p["width"])
+        history = judge.fit(samples[rows], labels[rows].reset_index(drop=True), p["epochs"], p["batch_size"], p["lr"], p["augment"], device, generator)
+        how = f"trained on the {split} split ({int(rows.sum())} rows)"
+    judge.cpu().save(layout.judge, trained={"seconds": time.perf_counter() - start, "device": str(device), "threads": torch.get_num_threads()})
+    write_table(pd.DataFrame(history, columns=["epoch", "loss"]), layout.judge_history)
+    print(f"[train_judge] {args.dataset}: {how} -> {layout.judge}, {layout.judge_history}")
+
+
+def shipped_judge(weights: str, schema: Schema, input_shape: tuple[int, ...]) -> Judge:
+    """A judge shipped in zoo/checkpoints/, verified against its card, for data of exactly this schema and shape."""
+    tensors, card = checkpoints.load_verified(weights, "judge")
+    if card.get("schema") != schema.to_dict():
+        raise PlugenInputError(f"{weights}: the judge was trained on other attributes or ranges ({card.get('schema')}) than this dataset's ({schema.to_dict()}); drop pretrained_judge to train one")
+    config = checkpoints.check_config(card, {"input_shape": list(input_shape)}, weights)
+    judge = Judge(schema, input_shape=tuple(config["input_shape"]), width=config["width"])
+    try:
+        judge.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise PlugenInputError(f"{weights}: weights do not fit a judge of its card's config ({e})") from e
+    return judge
 
 
 if __name__ == "__main__":

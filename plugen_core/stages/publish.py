@@ -1,0 +1,121 @@
+"""Stage `publish@<name>` of the pretraining pipeline (zoo/dvc.yaml): a backbone (an experiment of zoo/params.yaml) or
+the dataset's judge (`--judge <dataset>`), trained by the same stages as the main pipeline, written as a shippable
+checkpoint into build/: `<name>.safetensors`, its model card `<name>.card.yaml` (what it is, how it was made, how good
+it is), its training curves `<name>.history.csv` and `<name>.curves.png`, and `<name>.samples.png`. Shipping is
+copying those files into zoo/checkpoints/ and committing them; the main pipeline verifies them against the card."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from plugen_core import checkpoints, config, plots
+from plugen_core.backbones import load_backbone
+from plugen_core.evaluation import FeatureExtractor, fid_kid, summarise
+from plugen_core.io import load_checkpoint, load_params, read_array, read_table, run_stage, seed_everything, write_table
+from plugen_core.judge import Judge
+from plugen_core.layout import DatasetLayout, Layout
+
+BUILD = Path("build")
+N_QUALITY = 2000  # samples (and test images) the card's quality figures are measured on
+
+
+def provenance(seed: int) -> dict:
+    """Where and from what a checkpoint was made."""
+    git = lambda *args: subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    return {
+        "seed": seed,
+        "commit": git("describe", "--always", "--dirty", "--abbrev=40"),  # -dirty: trained from uncommitted code
+        "hardware": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, python {platform.python_version()}, torch {torch.__version__}",
+    }
+
+
+def publish_judge(params: dict, dataset: str) -> None:
+    layout = DatasetLayout(dataset)
+    judge = Judge.load(layout.judge)
+    trained = load_checkpoint(layout.judge).get("trained", {})
+    labels = read_table(layout.labels)
+    test = (labels["split"] == "test").to_numpy()
+    quality = summarise(judge.predict(read_array(layout.samples)[test]), labels[test].reset_index(drop=True), judge.schema, "judge")
+    history = read_table(layout.judge_history)
+    card = {
+        "name": f"{dataset}-judge",
+        "kind": "judge",
+        "config": {"input_shape": list(judge.input_shape), "width": judge.width},
+        "schema": judge.schema.to_dict(),
+        "data": {"dataset": dataset, "params": params["datasets"][dataset], "trained_on": "train split, every combination"},
+        "training": params["judge"] | trained,
+        "reproduce": f"cd zoo && dvc repro publish-judge@{dataset}",
+        **provenance(params.get("seed", 0)),
+        "quality": {k: round(float(v), 4) for k, v in quality.items()},
+    }
+    write(f"{dataset}-judge", judge.state_dict(), card, history, ["loss"], None)
+
+
+def publish_backbone(params: dict, experiment: str) -> None:
+    cfg = config.experiment(params, experiment)
+    layout = Layout(cfg)
+    generator = seed_everything(cfg["seed"])
+    backbone = load_backbone(layout.backbone)
+    trained = load_checkpoint(layout.backbone).get("trained", {})
+    judge = Judge.load(layout.judge)
+    samples, labels = read_array(layout.samples), read_table(layout.labels)
+    test = (labels["split"] == "test").to_numpy()
+    real, test_labels = samples[test][:N_QUALITY], labels[test].reset_index(drop=True).iloc[:N_QUALITY]
+    fakes = {"samples": backbone.decode_data(backbone.sample_prior(N_QUALITY, generator))}
+    quality: dict[str, float] = {}
+    if backbone.has_encoder:
+        fakes["reconstructions"] = backbone.decode_data(backbone.encode_data(real))
+        quality |= summarise(judge.predict(fakes["reconstructions"]), test_labels, judge.schema, "judge_on_reconstructions")
+    quality |= fid_kid(FeatureExtractor(judge), real, fakes, 500, judge.to_input)
+    _, confidence = judge.read(judge.outputs(fakes["samples"]))
+    quality["judge_confident_on_samples"] = float((confidence >= 0.9).all(axis=1).mean())  # every discrete attribute readable
+    history = read_table(layout.backbone_history)
+    p = cfg["backbone"]
+    card = {
+        "name": experiment,
+        "kind": backbone.kind,
+        "config": backbone.config(),
+        "data": {"dataset": cfg["dataset"]["name"], "params": params["datasets"][cfg["dataset"]["name"]], "trained_on": "train split, no labels"},
+        "training": {k: p[k] for k in ("epochs", "batch_size", "lr") if k in p} | trained,
+        "reproduce": f"cd zoo && dvc repro publish@{experiment}",
+        **provenance(cfg["seed"]),
+        "quality": {k: round(float(v), 4) for k, v in quality.items()},
+        "quality_note": f"FID/KID on the judge's features (not Inception), {N_QUALITY} samples vs {N_QUALITY} real test images; judge: {layout.judge}",
+    }
+    write(experiment, backbone.state_dict(), card, history, [c for c in history.columns if c not in ("epoch", "lr")], fakes["samples"][:64])
+
+
+def write(name: str, state: dict, card: dict, history: pd.DataFrame, curves: list[str], samples: np.ndarray | None) -> None:
+    checkpoints.write(BUILD / f"{name}.safetensors", state, card | {"files": {"history": f"{name}.history.csv", "curves": f"{name}.curves.png"} | ({"samples": f"{name}.samples.png"} if samples is not None else {})})
+    write_table(history, BUILD / f"{name}.history.csv")
+    if curves and len(history):
+        plots.training_curves(history, curves, BUILD / f"{name}.curves.png", f"{name}: pretraining")
+    if samples is not None:
+        plots.image_grid(samples.reshape(8, 8, *samples.shape[1:]), [""] * 8, [], BUILD / f"{name}.samples.png", f"{name}: samples from its prior")
+    print(f"[publish] {BUILD}/{name}.safetensors and its card: {card['quality']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    which = ap.add_mutually_exclusive_group(required=True)
+    which.add_argument("--experiment", help="a backbone: an entry of the params' experiments")
+    which.add_argument("--judge", help="the judge of this dataset")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    if args.judge:
+        config.dataset(params, args.judge)
+        publish_judge(params, args.judge)
+    else:
+        publish_backbone(params, args.experiment)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,106 @@
+"""Shipped checkpoints: every one in zoo/checkpoints/ verifies against its card and loads; a corrupt, swapped or
+mismatched file is refused with a message naming the file and what is wrong, and nothing is built from it."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from plugen_core import checkpoints
+from plugen_core.backbones import load_backbone
+from plugen_core.backbones.vae import ConvVAE
+from plugen_core.io import PlugenInputError
+from plugen_core.judge import Judge
+from plugen_core.schema import Schema
+from plugen_core.stages.backbone import build_for
+from plugen_core.stages.train_judge import shipped_judge
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "zoo/checkpoints").glob("*.safetensors"))
+IMAGES = np.zeros((2, 32, 32, 3), np.uint8)
+
+
+@pytest.fixture
+def shipped_vae(tmp_path) -> Path:
+    torch.manual_seed(0)
+    vae = ConvVAE(latent_dim=8, width=8)
+    path = tmp_path / "vae.safetensors"
+    checkpoints.write(path, vae.state_dict(), {"name": "vae", "kind": "vae", "config": vae.config()})
+    return path
+
+
+@pytest.mark.parametrize("weights", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_checkpoint_verifies_against_its_card(weights):
+    card = checkpoints.read_card(weights)
+    tensors, _ = checkpoints.load_verified(weights, card["kind"])
+    assert card["size_bytes"] == weights.stat().st_size < 8 * 2**20  # a few MB at most, committed to git
+    for key in ("config", "data", "training", "reproduce", "commit", "hardware", "quality", "seed"):
+        assert key in card, key
+    for name in card["files"].values():
+        assert (weights.parent / name).is_file(), name
+    if card["kind"] == "judge":
+        judge = Judge(Schema.from_dict(card["schema"]), tuple(card["config"]["input_shape"]), card["config"]["width"])
+        judge.load_state_dict(tensors)
+    else:
+        build_for({"kind": card["kind"], "pretrained": str(weights)}, IMAGES, "test")
+
+
+def test_a_shipped_backbone_is_built_with_its_own_weights(shipped_vae, tmp_path):
+    model = build_for({"kind": "vae", "pretrained": str(shipped_vae), "epochs": 3}, IMAGES, "test")
+    model.save(tmp_path / "backbone.pt")
+    reloaded = load_backbone(tmp_path / "backbone.pt")
+    w = torch.randn(4, 8)
+    torch.manual_seed(0)
+    original = ConvVAE(latent_dim=8, width=8).eval()  # the weights shipped_vae wrote
+    assert torch.allclose(reloaded.decode(w), original.decode(w))
+
+
+def test_a_tampered_checkpoint_is_refused_naming_file_and_hash(shipped_vae):
+    expected = checkpoints.read_card(shipped_vae)["sha256"]
+    data = bytearray(shipped_vae.read_bytes())
+    data[-1] ^= 1
+    shipped_vae.write_bytes(bytes(data))
+    with pytest.raises(PlugenInputError, match=f"{shipped_vae}: sha256 [0-9a-f]{{64}} differs from {expected}"):
+        build_for({"kind": "vae", "pretrained": str(shipped_vae)}, IMAGES, "test")
+
+
+def test_a_swapped_checkpoint_is_refused(shipped_vae, tmp_path):
+    other = tmp_path / "other.safetensors"
+    checkpoints.write(other, ConvVAE(latent_dim=8, width=8).state_dict(), {"name": "other", "kind": "vae", "config": {}})
+    shipped_vae.write_bytes(other.read_bytes())  # the right card, another file's weights
+    with pytest.raises(PlugenInputError, match="is corrupt or was swapped"):
+        checkpoints.load_verified(shipped_vae, "vae")
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"kind": "gan"}, "its card says it holds a 'vae', but the params ask for a 'gan'"),
+        ({"kind": "vae", "latent_dim": 16}, "incompatible config (latent_dim: params 16 vs checkpoint 8)"),
+        ({"kind": "vae", "pretrained": "missing.safetensors"}, "missing.safetensors: checkpoint file not found"),
+    ],
+)
+def test_a_mismatched_checkpoint_is_refused(shipped_vae, params, message):
+    with pytest.raises(PlugenInputError, match=f".*{message.replace('(', '.').replace(')', '.')}"):
+        build_for({"pretrained": str(shipped_vae)} | params, IMAGES, "test")
+
+
+def test_a_card_that_is_missing_or_broken_is_named(shipped_vae):
+    card = checkpoints.card_path(shipped_vae)
+    card.write_text(yaml.safe_dump({"kind": "vae"}))
+    with pytest.raises(PlugenInputError, match=r"model card lacks \['config', 'sha256'\]"):
+        checkpoints.load_verified(shipped_vae, "vae")
+    card.unlink()
+    with pytest.raises(PlugenInputError, match="vae.card.yaml: model card file not found"):
+        checkpoints.load_verified(shipped_vae, "vae")
+
+
+def test_a_shipped_judge_must_know_the_datasets_attributes(tmp_path):
+    schema = Schema.from_dict({"attributes": [{"name": "hollow", "kind": "binary"}]})
+    judge = Judge(schema, (32, 32, 3), width=4)
+    path = tmp_path / "judge.safetensors"
+    checkpoints.write(path, judge.state_dict(), {"kind": "judge", "config": {"input_shape": [32, 32, 3], "width": 4}, "schema": schema.to_dict()})
+    assert isinstance(shipped_judge(str(path), schema, (32, 32, 3)), Judge)
+    other = Schema.from_dict({"attributes": [{"name": "smiling", "kind": "binary"}]})
+    with pytest.raises(PlugenInputError, match="the judge was trained on other attributes"):
+        shipped_judge(str(path), other, (32, 32, 3))
