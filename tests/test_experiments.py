@@ -20,7 +20,7 @@ def repo(tmp_path_factory):
     repo = copy_repo(tmp_path_factory.mktemp("experiments") / "repo", experiments=("shapes-gan",))
     set_params(repo / "params.yaml", {k: v for k, v in SMOKE_PARAMS.items() if "shapes-vae" not in k})
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["experiments"]["shapes-gan"]["backbone"] |= {"epochs": 1, "width": 16}
+    params["experiments"]["shapes-gan"]["backbone"] |= {"pretrained": None, "epochs": 1, "width": 16}  # from scratch, tiny
     params["experiments"]["shapes-gan"]["labeller"] = TINY_LABELLER
     params["judge"] |= {"epochs": 3, "batch_size": 32}  # the latent judge learns from a few hundred rows
     params["tracking"]["uri"] = "off"  # tests/test_registry.py covers tracking; here it would only add minutes
