@@ -37,8 +37,6 @@ METRICS_CONTRACT = (
     "time.generate_1000_s",
 )
 RECONSTRUCTION_KEYS = ("judge.accuracy_reconstructions", "fid.backbone_reconstructions")
-# Keys only an experiment that holds out combinations and has discrete and continuous attributes can fill.
-GROUP_KEYS = tuple(k for k in METRICS_CONTRACT if k.startswith("generation."))
 
 
 # What `evaluate` reads from params.yaml's `evaluate` section: (key, type, check, what the check demands).

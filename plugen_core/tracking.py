@@ -113,8 +113,9 @@ def experiment_id(client, name: str, uri: str) -> str:
 
 
 def tracked(method: Callable) -> Callable:
-    """For a method of PipelineRun, or a function whose first argument is one: a no-op when tracking is off. A tracking error fails the stage with the URI in its message, or, with
-    `tracking.optional`, warns and turns tracking off for the rest of the stage."""
+    """For a method of PipelineRun, or a function whose first argument is one: a no-op when tracking is off. A
+    tracking error fails the stage with the URI in its message, or, with `tracking.optional`, warns and turns tracking
+    off for the rest of the stage."""
 
     @functools.wraps(method)
     def wrapper(self: "PipelineRun", *args, **kwargs):
