@@ -4,13 +4,12 @@ hardware) and how good they are. Loading checks the file's sha256 against its ca
 refused by name. The pretraining pipeline in zoo/ writes both (plugen_core/stages/publish.py)."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 import yaml
 
-from plugen_core.io import PlugenInputError, atomic_path, require_file
+from plugen_core.io import PlugenInputError, atomic_path, file_digest, require_file
 
 REQUIRED = ("kind", "config", "sha256")
 
@@ -21,11 +20,7 @@ def card_path(weights: str | Path) -> Path:
 
 
 def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def read_card(weights: str | Path) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -100,6 +101,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def file_digest(path: str | Path, algorithm: str) -> str:
+    """Hex digest of a file, read in blocks (md5 as DVC records it, sha256 as model cards do)."""
+    with Path(path).open("rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def write_json(obj: Any, path: str | Path) -> None:

@@ -231,7 +231,7 @@ class PipelineRun:
         self.client.log_batch(
             self.run_id,
             metrics=[Metric(key, value, now, 0) for key, value in _numbers(metrics).items()],
-            params=[Param(f"md5.{path}", _md5(path)) for path in _files(inputs)],
+            params=[Param(f"md5.{path}", io.file_digest(path, "md5")) for path in _files(inputs)],
             tags=[RunTag(key, value) for key, value in metrics.items() if isinstance(value, str)],
         )
         self.client.log_dict(self.run_id, schema, "schema.json")
@@ -361,11 +361,3 @@ def _numbers(row: dict[str, Any]) -> dict[str, float]:
 def _files(paths: list[str | Path]) -> list[Path]:
     """Files, with folders expanded to the files inside them (but not hidden ones, such as DVC's .gitignore)."""
     return [f for p in map(Path, paths) for f in (sorted(x for x in p.rglob("[!.]*") if x.is_file()) if p.is_dir() else [p])]
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
