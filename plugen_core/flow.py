@@ -198,7 +198,7 @@ def fit(
     device = model._device()
     labelled = ~torch.isnan(context).all(dim=1)
     w, context = w.to(device), context.to(device)  # moved once; batches are gathered where they live
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # one kernel for every parameter: same updates, fewer ops
     history = []
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -212,7 +212,7 @@ def fit(
             nll = -model.log_prob(w[idx] + noise.to(device), context[idx])
             opt.zero_grad()
             nll.mean().backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip, foreach=True)
             opt.step()
             nlls.append(nll.detach())
         nll, lab = torch.cat(nlls).cpu().double(), labelled[order]

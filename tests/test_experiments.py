@@ -22,7 +22,6 @@ def repo(tmp_path_factory):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["experiments"]["shapes-gan"]["backbone"] |= {"pretrained": None, "epochs": 1, "width": 16}  # from scratch, tiny
     params["experiments"]["shapes-gan"]["labeller"] = TINY_LABELLER
-    params["experiments"]["shapes-gan"].pop("flow", None)  # the smoke flow
     params["judge"] |= {"epochs": 3, "batch_size": 32}  # the latent judge learns from a few hundred rows
     params["tracking"]["uri"] = "off"  # tests/test_registry.py covers tracking; here it would only add minutes
     params["datasets"]["faces"] = write_latents(repo / "byo/latents") | {"input": "byo/latents", "judge_fraction": 0.3}
