@@ -198,7 +198,7 @@ def fit(
     device = model._device()
     labelled = ~torch.isnan(context).all(dim=1)
     w, context = w.to(device), context.to(device)  # moved once; batches are gathered where they live
-    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # one kernel for every parameter: same updates, fewer ops
+    opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # Adam's update in one kernel for every parameter: fewer ops
     history = []
     start = time.perf_counter()
     for epoch in range(epochs):

@@ -117,8 +117,9 @@ def test_the_run_holds_params_tags_metrics_artifacts_and_a_model_version(pipelin
 
     metrics = json.loads((pipeline.repo / "metrics/shapes-vae/metrics.json").read_text())
     logged = {k: v for k, v in recorded.data.metrics.items() if not k.startswith(("backbone/", "flow/"))}  # not the curves
-    assert set(logged) == {k for k, v in metrics.items() if not isinstance(v, str)}, set(logged) ^ set(metrics)
-    assert logged == pytest.approx({k: v for k, v in metrics.items() if not isinstance(v, str)})
+    numbers = {k: v for k, v in metrics.items() if not isinstance(v, str)}
+    assert set(logged) == set(numbers), set(logged) ^ set(numbers)
+    assert logged == pytest.approx(numbers)
     for key, epochs in [("backbone/loss", SMOKE_PARAMS["experiments.shapes-vae.backbone.epochs"]), ("flow/nll", FLOW_PARAMS["flow.epochs"]), ("flow/sigma", FLOW_PARAMS["flow.epochs"])]:
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, epochs + 1)), key
 
