@@ -4,6 +4,7 @@ without it, pre-trained here on all training samples of the dataset, without lab
 `none` trains nothing and is only checked and stored)."""
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -59,7 +60,8 @@ def main() -> None:
         history, how = model.fit(train, p.get("epochs", 0), p.get("batch_size", 0), p.get("lr", 0.0), device, generator), f"trained on {len(train)} samples"
     seconds = time.perf_counter() - start
     print(f"[backbone] {p['kind']} ({model.latent_dim}-dim latents) {how}, {device}, {seconds:.1f}s")
-    model.cpu().save(layout.backbone, trained={"seconds": seconds, "device": str(device), "threads": torch.get_num_threads()})
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
+    model.cpu().save(layout.backbone, trained={"seconds": seconds, "device": str(device), "hardware": hardware, "threads": torch.get_num_threads()})
     write_table(pd.DataFrame(history, columns=["epoch"] if not history else None), layout.backbone_history)
     run.log_history("backbone", history)
     print(f"[backbone] wrote {layout.backbone}, {layout.backbone_history}")
