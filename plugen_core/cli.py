@@ -57,7 +57,6 @@ def runs_table(params: dict, experiment: str, metrics: list[str], max_results: i
             "status": runs["status"],
             "started": runs["start_time"].dt.strftime("%Y-%m-%d %H:%M"),
             "commit": column("tags.mlflow.source.git.commit").str[:7],
-            "stages": column("tags.plugen.stages"),
             "model": runs["run_id"].map(versions),
         }
     )

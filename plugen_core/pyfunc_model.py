@@ -104,7 +104,7 @@ def input_example(schema: Schema) -> pd.DataFrame:
 @tracked
 def register_plugin(run: PipelineRun, plugen_path: str | Path, backbone_path: str | Path, metrics: dict) -> None:
     """Log the plugin under the evaluation's run as a pyfunc model and register it as a new version of
-    `plugen-<experiment>`; `champion` moves to it if it is better."""
+    `plugen-<experiment>`; `champion` points at the best version."""
     settings, evaluate = run.params["tracking"], run.params.get("evaluate", {})
     name = f"plugen-{settings['experiment']}"
     defaults = {"temperature": evaluate.get("temperature", 1.0), "style_temperature": evaluate.get("style_temperature", 1.0)}
@@ -139,23 +139,30 @@ def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | 
 
 
 def promote_if_better(client, name: str, version: str, metrics: dict, metric: str, direction: str) -> str | None:
-    """Move the `champion` alias to `version` if it beats the current champion on `metric` (read from the versions'
-    tags); a missing or NaN value ranks last. Returns the champion's version."""
+    """Point the `champion` alias at the best of all versions of `name` on `metric` (read from the versions' tags;
+    a missing or NaN value ranks last, a tie goes to the older version). Recomputed from every version each time, so
+    promotions running at once, in any order, end on the best one. `version` is the one just registered, which the
+    search must see. Returns the champion's version (None while no version has a value)."""
     if metric not in metrics:
         raise PlugenInputError(f"tracking.primary_metric '{metric}' is not an evaluation metric; e.g. {sorted(metrics)[:5]}")
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:  # no champion yet
-        champion = None
     sign = 1 if direction == "max" else -1
 
     def score(value) -> float:
         return -math.inf if value is None or math.isnan(float(value)) else sign * float(value)
 
-    if score(metrics[metric]) > score(champion.tags.get(metric) if champion else None):
-        client.set_registered_model_alias(name, CHAMPION, version)
-        return str(version)
-    return str(champion.version) if champion else None
+    for attempt in range(3):
+        versions = client.search_model_versions(f"name = '{name}'")
+        if str(version) not in {str(v.version) for v in versions}:
+            raise PlugenInputError(f"model registry: version {version} of '{name}' is not listed; cannot rank it")
+        best = max(versions, key=lambda v: (score(v.tags.get(metric)), -int(v.version)))
+        if score(best.tags.get(metric)) == -math.inf:
+            return None
+        try:
+            client.set_registered_model_alias(name, CHAMPION, best.version)
+            return str(best.version)
+        except MlflowException:  # a SQLite store refuses a second promoter creating the alias at the same moment
+            if attempt == 2:
+                raise
 
 
 mlflow.models.set_model(PluGeNModel())  # the model this file defines when MLflow loads it as code

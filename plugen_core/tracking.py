@@ -1,30 +1,23 @@
-"""MLflow tracking of the DVC pipeline: one MLflow run per pipeline execution, carried from stage to stage.
+"""MLflow tracking of the DVC pipeline: one MLflow run per evaluation, opened and closed inside the `evaluate` stage.
+
+Data flows forward through DVC only. The training stages never talk to MLflow, so a tracking failure cannot discard
+a trained model and no run is left RUNNING by a killed stage: `evaluate`, the last stage of an experiment, opens the
+run, logs the experiment's effective settings (plugen_core/config.py, flattened), the per-epoch curves it reads from
+the training histories (step = epoch), the metrics, pictures and the model, and ends it, FINISHED, or FAILED (KILLED
+on Ctrl-C) if the stage fails, all in one process.
 
 Where: MLFLOW_TRACKING_URI, else params `tracking.uri`, else sqlite:///<project root>/mlflow/mlflow.db with the
 artifacts beside it in mlflow/artifacts/. The project root is the repository DVC runs for (DVC_ROOT), so
 `dvc exp run --temp`, which works in .dvc/tmp/exps/..., still records into the project's store.
 `tracking.uri: off`, or a params file without a `tracking` section, turns tracking off (whatever
 MLFLOW_TRACKING_URI says).
-
-How one run spans stages: every stage is its own process, so the run id travels in mlflow/runs/<experiment>.json
-in the workspace (ignored by git and DVC; each `dvc exp run --temp` workspace has its own). Each experiment of
-params.yaml is an MLflow experiment of that name with one run per pipeline execution; its params are the experiment's
-effective settings (plugen_core/config.py), flattened. The stages with something to log (backbone, train_flow,
-evaluate) join the run named there or, when there is none, open one: since
-`dvc repro` runs only the stages a change touches, whichever of them runs first opens it. `evaluate`, the last
-stage, ends it; any stage that fails marks it FAILED. The file is stale, and the stage opens a new run (ending the
-stale one as KILLED), when its run is no longer RUNNING, when params.yaml or the git commit changed since it was
-opened, or when this stage already joined it: a stage runs once per execution, so finding itself there means the
-execution that wrote the file died after starting it.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import fcntl
 import fnmatch
 import functools
-import hashlib
 import json
 import math
 import numbers
@@ -34,18 +27,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
 from plugen_core import io
 from plugen_core.io import PlugenInputError
-
-RUNS = Path("mlflow/runs")  # relative to the workspace the stage runs in
-
-
-def state_file(experiment: str) -> Path:
-    return RUNS / f"{experiment}.json"
 
 
 def project_root() -> Path:
@@ -137,7 +124,7 @@ def tracked(method: Callable) -> Callable:
 
 
 class PipelineRun:
-    """One stage's handle on the pipeline's MLflow run (see the module docstring)."""
+    """The evaluation's handle on its MLflow run (see the module docstring)."""
 
     def __init__(self, stage: str, params: dict):
         """`params`: an experiment's effective settings (config.experiment), `tracking.experiment` its name."""
@@ -148,7 +135,7 @@ class PipelineRun:
         self.client = self.run_id = None
 
     @tracked
-    def _join(self) -> None:
+    def open(self) -> None:
         settings = self.params["tracking"]
         for key in ("experiment", "primary_metric", "primary_direction"):
             if not settings.get(key):
@@ -156,41 +143,9 @@ class PipelineRun:
         if settings["primary_direction"] not in ("max", "min"):
             raise PlugenInputError(f"params: tracking.primary_direction must be 'max' or 'min', got {settings['primary_direction']!r}")
         self.client = connect(self.uri)
-        self.state_file = state_file(settings["experiment"])
-        state = _read_state(self.state_file)
-        fingerprint = _fingerprint(self.params)
-        if self._resumable(state, fingerprint):
-            self.run_id, stages = state["run_id"], state["stages"] + [self.stage]
-        else:
-            self._abandon(state)
-            self.run_id, stages = self._open(), [self.stage]
-        io.write_json({"uri": self.uri, "run_id": self.run_id, "fingerprint": fingerprint, "stages": stages}, self.state_file)
-        self.client.set_tag(self.run_id, "plugen.stages", ",".join(stages))
+        self.run_id = self._create()
 
-    def _status(self, run_id: str) -> str | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.client.get_run(run_id).info.status
-        except MlflowException:
-            return None
-
-    def _resumable(self, state: dict | None, fingerprint: str) -> bool:
-        return (
-            state is not None
-            and state.get("uri") == self.uri
-            and state.get("fingerprint") == fingerprint
-            and self.stage not in state.get("stages", [])
-            and self._status(state["run_id"]) == "RUNNING"
-        )
-
-    def _abandon(self, state: dict | None) -> None:
-        """End a stale file's run, so that no run stays RUNNING for ever."""
-        if state and state.get("uri") == self.uri and self._status(state["run_id"]) == "RUNNING":
-            self.client.set_tag(state["run_id"], "plugen.ended_by", f"stage {self.stage} of a later execution opened a new run")
-            self.client.set_terminated(state["run_id"], "KILLED")
-
-    def _open(self) -> str:
+    def _create(self) -> str:
         """A new run: the whole params.yaml, flattened, and tags saying where and from what it ran."""
         from mlflow.entities import Param
 
@@ -243,66 +198,25 @@ class PipelineRun:
                 else:
                     self.client.log_artifact(self.run_id, str(path), folder)
 
-    def close(self) -> None:
-        """End the run: the last stage, `evaluate`, calls it when done."""
-        if self.run_id is not None:
-            self.state_file.unlink(missing_ok=True)  # even if MLflow cannot be told, the next execution opens a new run
-            self._finish()
-
     @tracked
-    def _finish(self) -> None:
-        self.client.set_terminated(self.run_id, "FINISHED")
+    def end(self, status: str) -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status)
 
 
-def join(stage: str, params: dict) -> PipelineRun:
-    """The pipeline's run, for a stage that logs to it (the execution's first such stage opens it). Call it before
-    the stage's work, so that an unreachable server fails the stage at once."""
+@contextlib.contextmanager
+def pipeline_run(stage: str, params: dict) -> Iterator[PipelineRun]:
+    """The evaluation's run, opened before the stage's work (an unreachable server fails the stage at once) and ended
+    when it leaves: FINISHED, or FAILED (KILLED on Ctrl-C) with the stage's own error raised."""
     run = PipelineRun(stage, params)
-    run._join()
-    return run
-
-
-def run_stage(main: Callable[[], None]) -> None:
-    """io.run_stage; in addition, when the stage fails, the run in its experiment's state file (`--experiment` on
-    the command line) is marked FAILED (KILLED on Ctrl-C) rather than left RUNNING, whether or not this stage logs
-    to it. Every experiment stage's `__main__` calls this."""
-
-    def tracked_main() -> None:
-        try:
-            main()
-        except BaseException as e:
-            with contextlib.suppress(Exception):  # the stage's own error is the one to report
-                end_carried_run(_experiment_argument(), "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-            raise
-
-    io.run_stage(tracked_main)
-
-
-def _experiment_argument() -> str | None:
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--experiment")
-    return parser.parse_known_args()[0].experiment
-
-
-def end_carried_run(experiment: str | None, status: str) -> None:
-    """End the run named in the experiment's state file with `status`, and forget it. The file exists until
-    `evaluate` is done, so its run belongs to the execution that failed (even if model logging marked it FINISHED)."""
-    path = state_file(experiment) if experiment else None
-    state = _read_state(path) if path else None
-    if state is not None:
-        path.unlink()
-        connect(state["uri"]).set_terminated(state["run_id"], status)
-
-
-def _read_state(path: Path) -> dict | None:
+    run.open()
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # none, or torn by a crash: either way there is no run to resume
-        return None
-
-
-def _fingerprint(params: dict) -> str:
-    return hashlib.md5(json.dumps([params, _git("rev-parse", "HEAD")], sort_keys=True, default=str).encode()).hexdigest()
+        yield run
+    except BaseException as e:
+        with contextlib.suppress(Exception):  # the stage's own error is the one to report
+            run.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    run.end("FINISHED")
 
 
 def _git(*args: str) -> str:

@@ -1,11 +1,13 @@
-"""Tracking logic against a real MLflow SQLite store, without the pipeline: where runs are recorded, how one run is
-carried from stage to stage, what ends it, and what an unreachable server does. The end-to-end runs are in
+"""Tracking logic against a real MLflow SQLite store, without the pipeline: where runs are recorded, how the
+evaluation's run is opened and ended, that no training stage talks to MLflow, and what an unreachable server does. The end-to-end runs are in
 tests/test_registry.py."""
 import math
+import random
 import re
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 from mlflow import MlflowClient
@@ -25,7 +27,7 @@ def store(tmp_path_factory) -> str:
 
 @pytest.fixture
 def params(request, store, tmp_path, monkeypatch) -> dict:
-    """Params whose runs go to `store`, in an experiment of their own, with the state file under tmp_path."""
+    """Params whose runs go to `store`, in an experiment of their own, run from tmp_path."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     experiment = re.sub(r"\W", "-", request.node.name)
@@ -82,66 +84,48 @@ def test_dirty_means_changed_sources_not_what_the_pipeline_writes(tmp_path, monk
     assert tracking._dirty()
 
 
-def test_one_run_spans_the_stages_and_evaluate_ends_it(params, store):
-    first = tracking.join("backbone", params)
-    state = tracking.state_file(params["tracking"]["experiment"])
-    assert state.is_file()
-    second = tracking.join("train_flow", params)
-    assert second.run_id == first.run_id
-    run = MlflowClient(store).get_run(first.run_id)
-    assert run.data.tags["plugen.stages"] == "backbone,train_flow"
-    assert run.data.params["tracking.experiment"] == params["tracking"]["experiment"] and run.data.params["seed"] == "0"
-    tracking.join("evaluate", params).close()
-    assert status(store, first.run_id) == "FINISHED" and not state.exists()
-    assert tracking.join("train_flow", params).run_id != first.run_id  # the next execution: a new run
+def test_the_evaluation_opens_and_ends_its_run_logging_the_curves(params, store):
+    with tracking.pipeline_run("evaluate", params) as run:
+        assert status(store, run.run_id) == "RUNNING"
+        run.log_history("flow", [{"epoch": 1, "nll": 2.0}, {"epoch": 2, "nll": 1.5, "note": "text is skipped"}])
+    client = MlflowClient(store)
+    recorded = client.get_run(run.run_id)
+    assert recorded.info.status == "FINISHED"
+    assert recorded.data.params["tracking.experiment"] == params["tracking"]["experiment"] and recorded.data.params["seed"] == "0"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "flow/nll")] == [(1, 2.0), (2, 1.5)]
 
 
-@pytest.mark.parametrize("change", ["same stage again", "params changed", "run ended elsewhere"])
-def test_a_stale_file_does_not_hijack_the_next_execution(params, store, change):
-    stale = tracking.join("train_flow", params)
-    stage = "train_flow" if change == "same stage again" else "evaluate"
-    if change == "params changed":
-        params["flow"] = {"epochs": 3}
-    if change == "run ended elsewhere":
-        MlflowClient(store).set_terminated(stale.run_id, "FINISHED")
-    fresh = tracking.join(stage, params)
-    assert fresh.run_id != stale.run_id
-    assert status(store, stale.run_id) == ("FINISHED" if change == "run ended elsewhere" else "KILLED")  # never left RUNNING
-    assert status(store, fresh.run_id) == "RUNNING"
+@pytest.mark.parametrize("error, ended", [(PlugenInputError("models/plugen.pt: corrupt"), "FAILED"), (KeyboardInterrupt(), "KILLED")])
+def test_a_failing_evaluation_ends_its_run_and_raises_its_own_error(params, store, error, ended):
+    with pytest.raises(type(error)):
+        with tracking.pipeline_run("evaluate", params) as run:
+            raise error
+    assert status(store, run.run_id) == ended  # never left RUNNING
 
 
-def test_a_failing_stage_marks_the_run_failed(params, store, capsys, monkeypatch):
-    run = tracking.join("backbone", params)
-    other = tracking.join("backbone", params | {"tracking": params["tracking"] | {"experiment": "another-experiment"}})
-    monkeypatch.setattr(sys, "argv", ["stage", "--experiment", params["tracking"]["experiment"]])
-
-    def failing_stage():  # a later stage, one that does not log to the run (extract_latents, say)
-        raise PlugenInputError("models/backbone.pt: corrupt or unreadable checkpoint")
-
-    with pytest.raises(SystemExit) as exit_:
-        tracking.run_stage(failing_stage)
-    assert exit_.value.code == 2 and "models/backbone.pt: corrupt" in capsys.readouterr().err
-    assert status(store, run.run_id) == "FAILED" and not tracking.state_file(params["tracking"]["experiment"]).exists()
-    assert status(store, other.run_id) == "RUNNING"  # another experiment's run is not this stage's
+def test_training_stages_never_import_mlflow():
+    """A tracking failure cannot cost a trained model: only `evaluate` talks to MLflow."""
+    stages = ["data", "train_judge", "backbone", "extract_latents", "align_labels", "train_flow"]
+    code = f"import sys\nfor s in {stages}: __import__('plugen_core.stages.' + s)\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'plugen_core.tracking')))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
 
 
 def test_unreachable_server_fails_the_stage_naming_the_uri_unless_optional(params, monkeypatch, capsys):
     uri = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     with pytest.raises(PlugenInputError, match=re.escape(uri)):
-        tracking.join("backbone", params)
+        with tracking.pipeline_run("evaluate", params):
+            pass
     params["tracking"]["optional"] = True
-    run = tracking.join("backbone", params)
-    assert uri in capsys.readouterr().err and not run.active
-    run.log_history("backbone", [{"epoch": 1, "loss": 1.0}])  # no-ops from here on
-    run.close()
+    with tracking.pipeline_run("evaluate", params) as run:
+        assert uri in capsys.readouterr().err and not run.active
+        run.log_history("flow", [{"epoch": 1, "nll": 1.0}])  # no-ops from here on
 
 
 def test_tracking_off_touches_nothing(params, tmp_path):
     params["tracking"]["uri"] = "off"
-    run = tracking.join("backbone", params)
-    run.log_history("backbone", [{"epoch": 1, "loss": 1.0}])
-    run.close()
+    with tracking.pipeline_run("evaluate", params) as run:
+        run.log_history("flow", [{"epoch": 1, "nll": 1.0}])
     assert run.run_id is None and not (tmp_path / "mlflow").exists()
 
 
@@ -155,3 +139,31 @@ def test_champion_moves_only_to_a_better_version(store, tmp_path, direction, val
         assert promote_if_better(client, name, version, {"acc": value}, "acc", direction) == champion
     with pytest.raises(PlugenInputError, match="tracking.primary_metric 'fid' is not an evaluation metric"):
         promote_if_better(client, name, version, {"acc": 0.9}, "fid", direction)
+
+
+def test_concurrent_promotions_end_on_the_best_version(store, tmp_path):
+    """Evaluations registering and promoting at once (a `dvc queue -j 2`, a Prefect sweep): whatever the order,
+    the champion is the best version, in every round."""
+    client = MlflowClient(store)
+    rng = random.Random(0)
+    for round_ in range(20):
+        name = f"plugen-concurrent-{round_}"
+        client.create_registered_model(name)
+        values = [rng.random() for _ in range(3)]
+        barrier, errors = threading.Barrier(len(values)), []
+
+        def evaluation(value: float) -> None:
+            version = client.create_model_version(name, tmp_path.as_uri(), tags={"acc": str(value)}).version
+            barrier.wait()  # every promotion starts together, after every registration
+            try:
+                promote_if_better(client, name, version, {"acc": value}, "acc", "max")
+            except Exception as e:  # a promotion that fails would fail its evaluation
+                errors.append(e)
+
+        threads = [threading.Thread(target=evaluation, args=(v,)) for v in values]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert not errors and float(champion.tags["acc"]) == max(values), (round_, errors)

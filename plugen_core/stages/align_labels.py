@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from plugen_core import labelling, tracking
+from plugen_core import labelling
 from plugen_core.datasets.labels import enforce_held_out
-from plugen_core.io import PlugenInputError, read_array, read_json, read_table, write_json, write_table
+from plugen_core.io import PlugenInputError, read_array, read_json, read_table, run_stage, write_json, write_table
 from plugen_core.schema import Schema
 from plugen_core.stages import experiment_stage
 
@@ -73,4 +73,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    tracking.run_stage(main)
+    run_stage(main)

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plugen_core import checkpoints, tracking
+from plugen_core import checkpoints
 from plugen_core.backbones import BACKBONES, TRAINING, Backbone, build_backbone
 from plugen_core.backbones.base import ImageBackbone
 from plugen_core.backbones.identity import LatentSpace
-from plugen_core.io import PlugenInputError, read_array, read_table, write_table
+from plugen_core.io import PlugenInputError, read_array, read_table, run_stage, write_table
 from plugen_core.stages import experiment_stage
 
 
@@ -47,7 +47,6 @@ def build_for(p: dict, samples: np.ndarray, where: str) -> Backbone:
 def main() -> None:
     cfg, layout, generator, device = experiment_stage(__doc__)
     p = cfg["backbone"]
-    run = tracking.join("backbone", cfg)
 
     samples = read_array(layout.samples)
     split = read_table(layout.labels)["split"].to_numpy()
@@ -63,9 +62,8 @@ def main() -> None:
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
     model.cpu().save(layout.backbone, trained={"seconds": seconds, "device": str(device), "hardware": hardware, "threads": torch.get_num_threads()})
     write_table(pd.DataFrame(history, columns=["epoch"] if not history else None), layout.backbone_history)
-    run.log_history("backbone", history)
     print(f"[backbone] wrote {layout.backbone}, {layout.backbone_history}")
 
 
 if __name__ == "__main__":
-    tracking.run_stage(main)
+    run_stage(main)

@@ -38,7 +38,7 @@ from plugen_core.evaluation import (
 )
 from plugen_core.flow import PluGeN
 from plugen_core.images import from_uint8
-from plugen_core.io import PlugenInputError, atomic_dir, read_array, read_table, require_file, write_json
+from plugen_core.io import PlugenInputError, atomic_dir, read_array, read_table, require_file, run_stage, write_json
 from plugen_core.judge import Judge
 from plugen_core.stages import experiment_stage
 
@@ -56,12 +56,16 @@ def check_no_leak(table: pd.DataFrame, held_out: list[dict], path) -> None:
 
 def main() -> None:
     cfg, layout, generator, device = experiment_stage(__doc__)
+    check_settings(cfg["evaluate"])
+    with tracking.pipeline_run("evaluate", cfg) as run:
+        evaluate(cfg, layout, generator, device, run)
+
+
+def evaluate(cfg: dict, layout, generator: torch.Generator, device: torch.device, run: tracking.PipelineRun) -> None:
+    """Score the experiment, draw its pictures, and log both, the training curves and the model to `run`."""
     ev = cfg["evaluate"]
-    check_settings(ev)
     held_out = cfg["dataset"]["labelled"]["held_out"] or []
     rng = np.random.default_rng(cfg["seed"])
-    run = tracking.join("evaluate", cfg)
-
     backbone = load_backbone(layout.backbone).to(device)
     plugin = PluGeN.load(layout.plugen).to(device)
     judge = Judge.load(layout.judge).to(device)
@@ -150,11 +154,12 @@ def main() -> None:
         draw_traversals(out / "traversals", plugin, judge, test_latents, to_samples)
         plots.training_curves(history, ["nll", "nll_labelled", "sigma"], out / "flow_curves.png", f"{cfg['name']}: flow training")
         inputs = [layout.data, layout.backbone, layout.judge, layout.plugen]
+        run.log_history("backbone", read_table(layout.backbone_history).to_dict("records"))
+        run.log_history("flow", history.to_dict("records"))
         run.log_evaluation(metrics, plugin.schema.to_dict(), inputs, {"metrics": [layout.flow_history], "plots": [out]})
         pyfunc_model.register_plugin(run, layout.plugen, layout.backbone, metrics)
     write_json(metrics, layout.metrics)
     print(f"[evaluate] wrote {layout.metrics} and {layout.plots}/ (grids, flow curves, traversals/<attribute>.png)")
-    run.close()
 
 
 def draw_grids(out, schema, held_out, generate, to_samples, plugin, real, test_latents, original, rng, device, n_cols: int = 8, n_rows: int = 6) -> None:
@@ -200,4 +205,4 @@ def draw_traversals(out, plugin: PluGeN, judge: Judge, test_latents: torch.Tenso
 
 
 if __name__ == "__main__":
-    tracking.run_stage(main)
+    run_stage(main)

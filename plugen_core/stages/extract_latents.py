@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from plugen_core import tracking
 from plugen_core.backbones import load_backbone
-from plugen_core.io import read_array, read_table, write_array, write_table
+from plugen_core.io import read_array, read_table, run_stage, write_array, write_table
 from plugen_core.stages import experiment_stage
 
 
@@ -31,4 +30,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    tracking.run_stage(main)
+    run_stage(main)

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plugen_core import flow, tracking
-from plugen_core.io import PlugenInputError, read_array, read_json, read_table, write_table
+from plugen_core import flow
+from plugen_core.io import PlugenInputError, read_array, read_json, read_table, run_stage, write_table
 from plugen_core.schema import Schema
 from plugen_core.stages import experiment_stage
 
@@ -16,7 +16,6 @@ def main() -> None:
     p = cfg["flow"]
     if not p:
         raise PlugenInputError("params: section 'flow' is missing")
-    run = tracking.join("train_flow", cfg)
 
     latents = read_array(layout.latents)
     table = read_table(layout.table)
@@ -40,10 +39,9 @@ def main() -> None:
     )
     model.cpu().save(layout.plugen)
     write_table(pd.DataFrame(history, columns=flow.HISTORY_COLUMNS), layout.flow_history)
-    run.log_history("flow", history)
     seconds = history[-1]["elapsed_s"] if history else 0.0  # 0 epochs: the untrained control
     print(f"[train_flow] {len(w)} latents ({len(labelled_context)} labelled), {len(history)} epochs in {seconds:.1f}s on {device} -> {layout.plugen}, {layout.flow_history}")
 
 
 if __name__ == "__main__":
-    tracking.run_stage(main)
+    run_stage(main)
