@@ -56,6 +56,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def inference_batch(device: torch.device | str) -> int:
+    """Rows per forward pass without gradients. Small on a CPU, where a large batch's activations are fresh large
+    allocations whose page faults cost more than their arithmetic (measured on 2 cores: 64 rows decoded the GAN 2.3x
+    and ran the judge 2.5x faster than 1,024 and 512); large on a GPU, where each launch should carry more work."""
+    return 1024 if torch.device(device).type == "cuda" else 64
+
+
 def require_file(path: str | Path, what: str = "input") -> Path:
     path = Path(path)
     if not path.is_file():

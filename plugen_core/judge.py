@@ -14,7 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from plugen_core.images import from_uint8, gaussian_blur
-from plugen_core.io import PlugenInputError, load_checkpoint, save_checkpoint
+from plugen_core.io import PlugenInputError, inference_batch, load_checkpoint, save_checkpoint
 from plugen_core.schema import Schema
 
 FEATURES = 128
@@ -64,9 +64,10 @@ class Judge(nn.Module):
         return from_uint8(samples) if self.images else torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
 
     @torch.no_grad()
-    def outputs(self, samples: np.ndarray | torch.Tensor, batch_size: int = 512) -> np.ndarray:
+    def outputs(self, samples: np.ndarray | torch.Tensor, batch_size: int | None = None) -> np.ndarray:
         self.eval()
         device = next(self.parameters()).device
+        batch_size = batch_size or inference_batch(device)
         return torch.cat([self(self.to_input(samples[s : s + batch_size]).to(device)).cpu() for s in range(0, len(samples), batch_size)]).numpy()
 
     def predict(self, samples: np.ndarray | torch.Tensor) -> pd.DataFrame:

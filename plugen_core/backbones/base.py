@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from plugen_core.images import from_uint8, to_uint8
-from plugen_core.io import PlugenInputError, load_checkpoint, save_checkpoint
+from plugen_core.io import PlugenInputError, inference_batch, load_checkpoint, save_checkpoint
 
 
 class Backbone(nn.Module, ABC):
@@ -59,15 +59,17 @@ class Backbone(nn.Module, ABC):
         return tensor.device if tensor is not None else torch.device("cpu")
 
     @torch.no_grad()
-    def encode_data(self, raw: np.ndarray, batch_size: int = 1024) -> torch.Tensor:
+    def encode_data(self, raw: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
         """Stored data -> latents (on CPU), in batches."""
         device = self.device
+        batch_size = batch_size or inference_batch(device)
         return torch.cat([self.encode(self.preprocess(raw[s : s + batch_size]).to(device)).cpu() for s in range(0, len(raw), batch_size)])
 
     @torch.no_grad()
-    def decode_data(self, w: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
+    def decode_data(self, w: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
         """Latents -> stored data format, in batches."""
         device = self.device
+        batch_size = batch_size or inference_batch(device)
         return np.concatenate([self.postprocess(self.decode(w[s : s + batch_size].to(device))) for s in range(0, len(w), batch_size)])
 
     def save(self, path: str | Path, trained: dict | None = None) -> None:
