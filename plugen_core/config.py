@@ -10,12 +10,82 @@ checked up front, so a typo fails the first stage with the entry's name, not a l
 from __future__ import annotations
 
 import copy
+import difflib
+import numbers
+import re
+from typing import Callable
 
 from plugen_core.io import PlugenInputError, section
 
 SOURCES = ("shapes", "images", "latents")
 SHARED = ("flow", "evaluate")
 EXPERIMENT_KEYS = {"dataset", "backbone", "labeller", "flow", "evaluate"}
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # experiment and dataset names become folder names
+
+
+def _number(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def whole(low: int) -> Callable:
+    return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= low else f"a whole number >= {low}"
+
+
+def positive(v) -> str | None:
+    return None if _number(v) and v > 0 else "a number > 0"
+
+
+def at_least_zero(v) -> str | None:
+    return None if _number(v) and v >= 0 else "a number >= 0"
+
+
+def flag(v) -> str | None:
+    return None if isinstance(v, bool) else "true or false"
+
+
+def one_of(*choices) -> Callable:
+    return lambda v: None if v in choices else f"one of {list(choices)}"
+
+
+FLOW = {  # every key the train_flow stage reads, with what it must be
+    "coupling": one_of("additive", "affine"),
+    "couplings": whole(1),
+    "hidden": whole(1),
+    "layers": whole(1),
+    "epochs": whole(0),  # 0: the untrained flow, the negative control
+    "batch_size": whole(1),
+    "lr": positive,
+    "grad_clip": positive,
+    "sigma0": positive,
+    "sigma_gamma": lambda v: None if _number(v) and 0 < v <= 1 else "a number in (0, 1]",
+    "sigma_min": positive,
+    "balanced": flag,
+    "continuous_sigma_scale": positive,
+    "use_unlabelled": flag,
+    "input_noise": at_least_zero,
+    "labelled_share": lambda v: None if _number(v) and 0 <= v < 1 else "a number in [0, 1)",
+}
+
+
+def check(where: str, values: dict, rules: dict[str, Callable]) -> None:
+    """Refuse, before any work, a section with an unknown key (naming the closest known one), a missing key, or a
+    value of the wrong type or range, naming the key."""
+    if not isinstance(values, dict):
+        raise PlugenInputError(f"params: {where} must be a mapping, got {values!r}")
+    for key in sorted(set(values) - set(rules)):
+        close = difflib.get_close_matches(key, rules, n=1)
+        raise PlugenInputError(f"params: {where}.{key} is not a setting" + (f"; did you mean '{close[0]}'?" if close else f" (known: {sorted(rules)})"))
+    for key, rule in rules.items():
+        if key not in values:
+            raise PlugenInputError(f"params: {where}.{key} is missing")
+        expected = rule(values[key])
+        if expected:
+            raise PlugenInputError(f"params: {where}.{key} must be {expected}, got {values[key]!r}")
+
+
+def check_name(kind: str, name) -> None:
+    if not isinstance(name, str) or not NAME.fullmatch(name) or ".." in name:
+        raise PlugenInputError(f"params: {kind} name {name!r} must be letters, digits, '_', '-' or '.', starting with a letter or digit (it names folders)")
 
 
 def merge(base: dict, override: dict) -> dict:
@@ -29,6 +99,7 @@ def merge(base: dict, override: dict) -> dict:
 def dataset(params: dict, name: str) -> dict:
     """The dataset entry `name`, with its name added."""
     datasets = section(params, "datasets")
+    check_name("dataset", name)
     if name not in datasets:
         raise PlugenInputError(f"params: dataset '{name}' is not listed under datasets (known: {sorted(datasets)})")
     entry = datasets[name]
@@ -43,6 +114,7 @@ def experiment(params: dict, name: str) -> dict:
     """Everything one experiment's stages read: seed, device, its dataset, backbone and labeller, the shared sections
     with its overrides, and tracking with the experiment's name."""
     experiments = section(params, "experiments")
+    check_name("experiment", name)
     if name not in experiments:
         raise PlugenInputError(f"params: experiment '{name}' is not listed under experiments (known: {sorted(experiments)})")
     entry = experiments[name]
@@ -66,6 +138,8 @@ def experiment(params: dict, name: str) -> dict:
     }
     for key in SHARED:  # optional here: the pretraining pipeline (zoo/) has neither; the stages that read one check it
         resolved[key] = merge(params.get(key) or {}, entry.get(key, {}))
+    if resolved["flow"]:
+        check(f"flow (with experiments.{name}.flow)", resolved["flow"], FLOW)
     if params.get("tracking"):
         resolved["tracking"] = {**params["tracking"], "experiment": name}
     return resolved

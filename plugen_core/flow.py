@@ -82,28 +82,29 @@ class PluGeN(nn.Module):
     def to_w(self, z: torch.Tensor) -> torch.Tensor:
         return self.transform.inverse(z)[0]
 
-    def context(self, targets: pd.DataFrame | dict) -> torch.Tensor:
-        """Encode requested attribute values (missing columns or NaN = unspecified)."""
+    def context(self, targets: pd.DataFrame | dict, extrapolate: bool = False) -> torch.Tensor:
+        """Encode requested attribute values (missing columns or NaN = unspecified). A continuous value outside the
+        range the plugin was trained on is refused unless `extrapolate`."""
         if isinstance(targets, dict):
             targets = pd.DataFrame([targets])
-        return torch.from_numpy(self.schema.encode(targets, strict_range=False))
+        return torch.from_numpy(self.schema.encode(targets, strict_range=not extrapolate))
 
     @torch.no_grad()
     def sample_latents(
-        self, targets: pd.DataFrame | dict, n_per_target: int = 1, temperature: float = 1.0, style_temperature: float = 1.0, generator=None
+        self, targets: pd.DataFrame | dict, n_per_target: int = 1, temperature: float = 1.0, style_temperature: float = 1.0, generator=None, extrapolate: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Backbone latents w with the requested attributes; unspecified ones are drawn from their marginals.
         Returns (w, the full label context each sample was drawn for)."""
-        context = self.context(targets).repeat_interleave(n_per_target, dim=0)
+        context = self.context(targets, extrapolate).repeat_interleave(n_per_target, dim=0)
         labels = self.prior.fill_missing(context, generator)
         z = self.prior.sample_given(labels, temperature, style_temperature, generator)
         return self.to_w(z.to(self._device())), labels
 
     @torch.no_grad()
-    def manipulate(self, w: torch.Tensor, edits: pd.DataFrame | dict) -> torch.Tensor:
+    def manipulate(self, w: torch.Tensor, edits: pd.DataFrame | dict, extrapolate: bool = False) -> torch.Tensor:
         """Move the edited attributes' coordinates of z = F(w) to their target means; keep every other coordinate."""
         z = self.to_z(w)
-        target = self.prior.means(self.context(edits).to(z.device)).expand(z.shape[0], -1)
+        target = self.prior.means(self.context(edits, extrapolate).to(z.device)).expand(z.shape[0], -1)
         attr = torch.where(torch.isnan(target), z[:, : self.prior.n_attr], target)
         return self.to_w(torch.cat([attr, z[:, self.prior.n_attr :]], dim=1))
 

@@ -50,7 +50,7 @@ class PluGeNModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict) -> pd.DataFrame:
         # MLflow checks model_input and params against the signature and fills in the params' defaults.
         generator = torch.Generator().manual_seed(params["seed"]) if params["seed"] >= 0 else None
-        w, labels = self.plugin.sample_latents(model_input, 1, params["temperature"], params["style_temperature"], generator)
+        w, labels = self.plugin.sample_latents(model_input, 1, params["temperature"], params["style_temperature"], generator, params["extrapolate"])
         out = self.plugin.schema.decode(labels.numpy())
         samples = self.backbone.decode_data(w)
         out[sample_column(samples)] = [encode_png(s) if is_image(s) else json.dumps(s.tolist()) for s in samples]
@@ -89,6 +89,7 @@ def signature(schema: Schema, defaults: dict, output_column: str) -> ModelSignat
                 ParamSpec("temperature", "double", float(defaults["temperature"])),
                 ParamSpec("style_temperature", "double", float(defaults["style_temperature"])),
                 ParamSpec("seed", "long", -1),
+                ParamSpec("extrapolate", "boolean", False),  # allow continuous values outside the training data's range
             ]
         ),
     )

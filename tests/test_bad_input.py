@@ -1,5 +1,6 @@
 """Bad input ends a stage with a message that names the problem, and leaves no output behind."""
 import json
+import re
 import sys
 
 import numpy as np
@@ -7,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from plugen_core.io import run_stage
+from plugen_core.datasets.labels import select_labelled
+from plugen_core.io import PlugenInputError, run_stage
 from plugen_core.stages import align_labels, evaluate, train_flow
 
 SPEC = [
@@ -146,3 +148,17 @@ def test_evaluate_settings_are_checked_before_any_work(inputs, monkeypatch, caps
     (inputs / "params.yaml").write_text(params[:start] + broken + params[end:] if broken else params[:start] + params[end + 2:])
     assert message in run(evaluate, ["--experiment", "e"], monkeypatch, capsys)  # no model or judge exists: checked first
     assert not (inputs / "metrics").exists() and not (inputs / "plots").exists()
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ({"size": 0}, "labelled.size must be a whole number >= 1"),
+        ({"size": "all"}, "labelled.size must be a whole number >= 1"),
+        ({"size": None, "held_out": [{"shape": "circle"}, {"shape": "square"}]}, "no labelled training row is left once the held_out combinations"),
+    ],
+)
+def test_a_labelled_subset_that_would_be_empty_is_refused(rules, message):
+    labels = pd.DataFrame({"id": range(4), "split": ["train"] * 4, "shape": ["circle", "square"] * 2})
+    with pytest.raises(PlugenInputError, match=re.escape(message)):
+        select_labelled(labels, rules, np.random.default_rng(0))

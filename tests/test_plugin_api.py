@@ -1,11 +1,14 @@
 """Conditional generation puts attribute coordinates where the targets say; manipulation changes only
 the edited coordinates of z."""
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from plugen_core.flow import PluGeN
+from plugen_core.io import PlugenInputError
 from plugen_core.schema import Attribute, Schema
 
 
@@ -61,3 +64,11 @@ def test_save_and_load_round_trip(model, tmp_path):
     w = torch.randn(5, 8)
     assert torch.allclose(loaded.to_z(w), model.to_z(w), atol=1e-6)
     assert loaded.schema.names == model.schema.names
+
+
+def test_a_value_outside_the_training_range_is_refused_unless_extrapolating(model):
+    requests = pd.DataFrame({"shape": ["circle", "square"], "size": [7.0, 100.0]})
+    for ask in (lambda **kw: model.sample_latents(requests, **kw), lambda **kw: model.manipulate(torch.randn(2, 8), requests, **kw)):
+        with pytest.raises(PlugenInputError, match=re.escape("'size' = 100 (row 1) is outside the data's range [5, 10]")):
+            ask()
+        assert ask(extrapolate=True) is not None

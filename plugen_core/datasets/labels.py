@@ -157,6 +157,10 @@ def select_labelled(labels: pd.DataFrame, rules: dict, rng: np.random.Generator)
         agree = (a == b).to_numpy() | a.isna().to_numpy() | b.isna().to_numpy()  # an unknown pair says nothing: kept
         weights *= np.where(agree, pair["strength"], 1 - pair["strength"])
     size = rules.get("size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+        raise PlugenInputError(f"labelled.size must be a whole number >= 1 (or null: every eligible row), got {size!r}")
+    if not len(pool):
+        raise PlugenInputError(f"no labelled training row is left once the held_out combinations {rules.get('held_out') or []} are removed: the plugin would learn from no label")
     if size is None:  # keep each row with probability weight / max: the pairs agree at `strength`, nothing else is lost
         idx = np.flatnonzero(rng.random(len(pool)) < weights / weights.max()) if len(pool) else np.arange(0)
     elif size > len(pool):

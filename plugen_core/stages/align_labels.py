@@ -66,6 +66,8 @@ def main() -> None:
         stats |= labelling.accuracy_on_test(labeller, samples, read_table(layout.labels))
         print(f"[align_labels] labeller accuracy on the dataset's test split {stats.get('labeller.accuracy', float('nan')):.3f}; unsure labels left missing: {stats['unsure']}")
     table, schema = align(latents, index, labelled, spec)
+    if not table["labelled"].any():
+        raise PlugenInputError(f"experiment {cfg['name']}: no latent row is labelled ({stats['source']}): the plugin would learn from no label")
     write_table(table, layout.table)
     write_json(schema.to_dict(), layout.schema)
     write_json(stats, layout.labelling)

@@ -1,0 +1,48 @@
+"""params.yaml is checked before any work: an unknown, missing, mistyped or out-of-range flow setting and an unsafe
+experiment or dataset name are refused, naming the key (with the closest known one for a typo)."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plugen_core import config
+from plugen_core.io import PlugenInputError
+
+PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+
+
+def test_the_default_experiments_pass():
+    for name in PARAMS["experiments"]:
+        assert config.experiment(PARAMS, name)["flow"]["epochs"] >= 1
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p["flow"].update(epoch=3), "flow (with experiments.shapes-vae.flow).epoch is not a setting; did you mean 'epochs'?"),
+        (lambda p: p["experiments"]["shapes-vae"]["flow"].update(epochs=-1), ".epochs must be a whole number >= 0, got -1"),
+        (lambda p: p["experiments"]["shapes-vae"]["flow"].update(batch_size="256x"), ".batch_size must be a whole number >= 1, got '256x'"),
+        (lambda p: p["experiments"]["shapes-vae"]["flow"].update(lr=0), ".lr must be a number > 0, got 0"),
+        (lambda p: p["flow"].update(use_unlabelled="yes"), ".use_unlabelled must be true or false, got 'yes'"),
+        (lambda p: p["flow"].update(coupling="spline"), ".coupling must be one of ['additive', 'affine'], got 'spline'"),
+        (lambda p: p["flow"].update(labelled_share=1.0), ".labelled_share must be a number in [0, 1), got 1.0"),
+        (lambda p: p["flow"].pop("sigma0"), "flow (with experiments.shapes-vae.flow).sigma0 is missing"),
+    ],
+)
+def test_a_bad_flow_setting_is_refused_naming_it(edit, message):
+    params = copy.deepcopy(PARAMS)
+    edit(params)
+    with pytest.raises(PlugenInputError) as e:
+        config.experiment(params, "shapes-vae")
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "x..y", ""])
+def test_unsafe_names_are_refused_before_any_path_is_made(name):
+    params = copy.deepcopy(PARAMS)
+    params["experiments"][name] = params["experiments"]["shapes-vae"]
+    params["datasets"][name] = params["datasets"]["shapes"]
+    for resolve in (config.experiment, config.dataset):
+        with pytest.raises(PlugenInputError, match="it names folders"):
+            resolve(params, name)
