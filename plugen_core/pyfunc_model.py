@@ -45,7 +45,8 @@ REQUIREMENTS = ("torch", "nflows", "numpy", "pandas", "pyyaml", "tqdm", "pillow"
 class PluGeNModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.plugin = PluGeN.load(context.artifacts["plugen"])
-        self.backbone = load_backbone(context.artifacts["backbone"])
+        # what to build comes from the model's own definition (MLmodel's model_config), never from the weights file
+        self.backbone = load_backbone(context.artifacts["backbone"], context.model_config["backbone"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict) -> pd.DataFrame:
         # MLflow checks model_input and params against the signature and fills in the params' defaults.
@@ -109,7 +110,7 @@ def register_plugin(run: PipelineRun, plugen_path: str | Path, backbone_path: st
     settings, evaluate = run.params["tracking"], run.params.get("evaluate", {})
     name = f"plugen-{settings['experiment']}"
     defaults = {"temperature": evaluate.get("temperature", 1.0), "style_temperature": evaluate.get("style_temperature", 1.0)}
-    version = log_and_register(run.run_id, plugen_path, backbone_path, name, metrics, defaults)
+    version = log_and_register(run.run_id, plugen_path, backbone_path, run.params["backbone"], name, metrics, defaults)
     if settings["primary_metric"] not in metrics:
         # a metric this experiment cannot have (check_primary_metric refused typos): no reconstructions (a GAN), or
         # no held-out combination
@@ -119,11 +120,12 @@ def register_plugin(run: PipelineRun, plugen_path: str | Path, backbone_path: st
     print(f"[{run.stage}] registered {name} version {version}; champion: version {champion}")
 
 
-def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | Path, name: str, metrics: dict, defaults: dict) -> str:
+def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | Path, backbone_params: dict, name: str, metrics: dict, defaults: dict) -> str:
     """Log the model under the run and register it as a new version of `name`, tagged with the evaluation metrics.
+    `backbone_params`: the params' backbone section, stored in the model to say what its weights file must hold.
     Returns the version."""
     schema = PluGeN.load(plugen_path).schema
-    backbone = load_backbone(backbone_path)
+    backbone = load_backbone(backbone_path, backbone_params)
     output_column = sample_column(backbone.decode_data(backbone.sample_prior(1)))
     # log_model files the model under MLflow's active run; leaving the block ends the run, and evaluate is done by then.
     with mlflow.start_run(run_id=run_id):
@@ -135,6 +137,7 @@ def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | 
             signature=signature(schema, defaults, output_column),
             input_example=input_example(schema),
             pip_requirements=[f"{dist}=={version(dist)}" for dist in REQUIREMENTS],
+            model_config={"backbone": backbone_params},
         )
     return mlflow.register_model(info.model_uri, name, tags={key: str(value) for key, value in metrics.items()}).version
 

@@ -136,7 +136,7 @@ def test_supplied_backbone_is_stored_with_its_weights_and_reloads(latents_repo, 
     params["experiments"]["faces-w"]["backbone"] = {"kind": "import", "factory": "tests.toy_backbone:make", "config": {"latent_dim": 16}, "weights": "toy.pt"}
     (latents_repo / "params.yaml").write_text(yaml.safe_dump(params))
     run_main(backbone, ["--experiment", "faces-w"], monkeypatch)
-    stored = load_backbone(latents_repo / "models/faces-w/backbone.pt")
+    stored = load_backbone(latents_repo / "models/faces-w/backbone.pt", params["experiments"]["faces-w"]["backbone"])
     original = make(latent_dim=16)
     original.load_state_dict(torch.load(latents_repo / "toy.pt", weights_only=True))
     w = torch.randn(4, 16)

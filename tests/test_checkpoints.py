@@ -48,7 +48,7 @@ def test_every_shipped_checkpoint_verifies_against_its_card(weights):
 def test_a_shipped_backbone_is_built_with_its_own_weights(shipped_vae, tmp_path):
     model = build_for({"kind": "vae", "pretrained": str(shipped_vae), "epochs": 3}, IMAGES, "test")
     model.save(tmp_path / "backbone.pt")
-    reloaded = load_backbone(tmp_path / "backbone.pt")
+    reloaded = load_backbone(tmp_path / "backbone.pt", {"kind": "vae", "epochs": 3})
     w = torch.randn(4, 8)
     torch.manual_seed(0)
     original = ConvVAE(latent_dim=8, width=8).eval()  # the weights shipped_vae wrote
@@ -104,3 +104,29 @@ def test_a_shipped_judge_must_know_the_datasets_attributes(tmp_path):
     other = Schema.from_dict({"attributes": [{"name": "smiling", "kind": "binary"}]})
     with pytest.raises(PlugenInputError, match="the judge was trained on other attributes"):
         shipped_judge(str(path), other, (32, 32, 3))
+
+
+CRAFTED = {"kind": "import", "config": {"factory": "subprocess:getoutput", "config": {"cmd": "touch PWNED"}}, "state_dict": {}}
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"kind": "vae"}, "holds a backbone of kind 'import', but the params ask for 'vae'"),
+        ({"kind": "import", "factory": "tests.toy_backbone:make", "config": {"latent_dim": 16}}, "does not match the params (config: params {'latent_dim': 16} vs file {'cmd': 'touch PWNED'}, factory: params 'tests.toy_backbone:make' vs file 'subprocess:getoutput')"),
+    ],
+)
+def test_a_checkpoint_naming_code_to_run_runs_nothing(tmp_path, monkeypatch, params, message):
+    """A plain-dict backbone.pt (which weights_only loading accepts) naming a factory: what to import comes from the
+    params only, so the file is refused and nothing runs."""
+    monkeypatch.chdir(tmp_path)
+    torch.save(CRAFTED, tmp_path / "backbone.pt")
+    with pytest.raises(PlugenInputError) as e:
+        load_backbone(tmp_path / "backbone.pt", params)
+    assert message in str(e.value) and not (tmp_path / "PWNED").exists()
+
+
+def test_a_backbone_whose_config_disagrees_with_the_params_is_refused(tmp_path):
+    ConvVAE(latent_dim=8, width=8).save(tmp_path / "backbone.pt")
+    with pytest.raises(PlugenInputError, match=r"latent_dim: params 16 vs file 8"):
+        load_backbone(tmp_path / "backbone.pt", {"kind": "vae", "latent_dim": 16})

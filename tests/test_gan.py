@@ -15,7 +15,7 @@ def test_options_train_and_round_trip(tmp_path):
     history = gan.fit(IMAGES, 1, 16, 1e-3, torch.device("cpu"), torch.Generator().manual_seed(0))
     assert history[0]["r1"] > 0  # the penalty is in the discriminator's loss
     gan.save(tmp_path / "gan.pt")
-    loaded = load_backbone(tmp_path / "gan.pt")
+    loaded = load_backbone(tmp_path / "gan.pt", {"kind": "gan", "width": 8})
     assert loaded.config() == gan.config()
     w = loaded.sample_prior(4, torch.Generator().manual_seed(1))
     assert not torch.allclose(w, torch.randn(4, 8, generator=torch.Generator().manual_seed(1)))  # mapped into W

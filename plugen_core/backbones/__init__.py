@@ -22,8 +22,9 @@ def build_backbone(kind: str, **config) -> Backbone:
         raise PlugenInputError(f"backbone '{kind}': {e}") from e
 
 
-def load_backbone(path: str | Path) -> Backbone:
-    return _load(path, BACKBONES)
+def load_backbone(path: str | Path, expected: dict) -> Backbone:
+    """`expected`: the params' backbone section (base.load_backbone says why)."""
+    return _load(path, BACKBONES, expected)
 
 
 __all__ = ["Backbone", "BACKBONES", "TRAINING", "build_backbone", "load_backbone"]

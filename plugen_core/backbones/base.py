@@ -95,11 +95,25 @@ class ImageBackbone(Backbone):
         return to_uint8(x)
 
 
-def load_backbone(path: str | Path, registry: dict[str, type[Backbone]]) -> Backbone:
+def load_backbone(path: str | Path, registry: dict[str, type[Backbone]], expected: dict) -> Backbone:
+    """The backbone stored at `path`, built as `expected` (the params' backbone section, which the user trusts) says.
+    A checkpoint is data: what to build, and for an imported backbone which factory to import and call, comes from
+    the params; a file whose kind or settings disagree with them is refused before anything is built."""
     ckpt = load_checkpoint(path, ("kind", "config", "state_dict"))
-    if ckpt["kind"] not in registry:
-        raise PlugenInputError(f"{path}: unknown backbone kind '{ckpt['kind']}' (known: {sorted(registry)})")
-    model = registry[ckpt["kind"]](**ckpt["config"])
+    kind, stored = expected.get("kind"), ckpt["config"]
+    if ckpt["kind"] != kind:
+        raise PlugenInputError(f"{path}: holds a backbone of kind {ckpt['kind']!r}, but the params ask for {kind!r}")
+    if kind not in registry:
+        raise PlugenInputError(f"backbone.kind '{kind}' is unknown (known: {sorted(registry)})")
+    if not isinstance(stored, dict):
+        raise PlugenInputError(f"{path}: its config must be a mapping, got {type(stored).__name__}")
+    # the keys the params set must agree; an imported backbone is built from the params' factory and config only
+    wanted = {"factory": expected.get("factory"), "config": expected.get("config") or {}} if kind == "import" else expected
+    clash = sorted(k for k in stored if k in wanted and wanted[k] != stored[k])
+    if clash or (kind == "import" and stored != wanted):
+        detail = ", ".join(f"{k}: params {wanted.get(k)!r} vs file {stored.get(k)!r}" for k in clash or sorted(set(stored) | set(wanted)))
+        raise PlugenInputError(f"{path}: the stored backbone does not match the params ({detail})")
+    model = registry[kind](**(wanted if kind == "import" else stored))
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

@@ -66,7 +66,7 @@ def evaluate(cfg: dict, layout, generator: torch.Generator, device: torch.device
     ev = cfg["evaluate"]
     held_out = cfg["dataset"]["labelled"]["held_out"] or []
     rng = np.random.default_rng(cfg["seed"])
-    backbone = load_backbone(layout.backbone).to(device)
+    backbone = load_backbone(layout.backbone, cfg["backbone"]).to(device)
     plugin = PluGeN.load(layout.plugen).to(device)
     judge = Judge.load(layout.judge).to(device)
     schema = judge.schema  # original units and the data's full ranges: what every score is read in

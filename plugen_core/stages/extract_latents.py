@@ -13,7 +13,7 @@ from plugen_core.stages import experiment_stage
 
 def main() -> None:
     cfg, layout, generator, device = experiment_stage(__doc__)
-    backbone = load_backbone(layout.backbone).to(device)
+    backbone = load_backbone(layout.backbone, cfg["backbone"]).to(device)
     samples = read_array(layout.samples)
     index = read_table(layout.labels)[["id", "split"]]
     if cfg["dataset"]["source"] == "latents":

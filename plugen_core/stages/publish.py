@@ -62,7 +62,7 @@ def publish_backbone(params: dict, experiment: str) -> None:
     cfg = config.experiment(params, experiment)
     layout = Layout(cfg)
     generator = seed_everything(cfg["seed"])
-    backbone = load_backbone(layout.backbone)
+    backbone = load_backbone(layout.backbone, cfg["backbone"])
     trained = load_checkpoint(layout.backbone).get("trained", {})
     judge = Judge.load(layout.judge)
     samples, labels = read_array(layout.samples), read_table(layout.labels)
