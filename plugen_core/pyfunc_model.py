@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import tempfile
 from importlib.metadata import version
 from io import BytesIO
 from pathlib import Path
@@ -45,8 +46,9 @@ REQUIREMENTS = ("torch", "nflows", "numpy", "pandas", "pyyaml", "tqdm", "pillow"
 class PluGeNModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.plugin = PluGeN.load(context.artifacts["plugen"])
-        # what to build comes from the model's own definition (MLmodel's model_config), never from the weights file
-        self.backbone = load_backbone(context.artifacts["backbone"], context.model_config["backbone"])
+        # what to build comes from the backbone section recorded when the model was logged, never from the weights file
+        backbone_params = json.loads(Path(context.artifacts["backbone_params"]).read_text())
+        self.backbone = load_backbone(context.artifacts["backbone"], backbone_params)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict) -> pd.DataFrame:
         # MLflow checks model_input and params against the signature and fills in the params' defaults.
@@ -128,16 +130,17 @@ def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | 
     backbone = load_backbone(backbone_path, backbone_params)
     output_column = sample_column(backbone.decode_data(backbone.sample_prior(1)))
     # log_model files the model under MLflow's active run; leaving the block ends the run, and evaluate is done by then.
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id), tempfile.TemporaryDirectory() as tmp:
+        recorded = Path(tmp) / "backbone_params.json"
+        recorded.write_text(json.dumps(backbone_params))
         info = mlflow.pyfunc.log_model(
             name="plugen",
             python_model=__file__,  # "model from code": loading runs this file (its last line) instead of unpickling
-            artifacts={"plugen": str(plugen_path), "backbone": str(backbone_path)},
+            artifacts={"plugen": str(plugen_path), "backbone": str(backbone_path), "backbone_params": str(recorded)},
             code_paths=[str(Path(__file__).parent)],  # plugen_core itself
             signature=signature(schema, defaults, output_column),
             input_example=input_example(schema),
             pip_requirements=[f"{dist}=={version(dist)}" for dist in REQUIREMENTS],
-            model_config={"backbone": backbone_params},
         )
     return mlflow.register_model(info.model_uri, name, tags={key: str(value) for key, value in metrics.items()}).version
 
