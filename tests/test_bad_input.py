@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from plugen_core.datasets.labels import select_labelled
+from plugen_core.datasets.labels import infer_spec, select_labelled
 from plugen_core.io import PlugenInputError, run_stage
 from plugen_core.stages import align_labels, evaluate, train_flow
 
@@ -162,3 +162,20 @@ def test_a_labelled_subset_that_would_be_empty_is_refused(rules, message):
     labels = pd.DataFrame({"id": range(4), "split": ["train"] * 4, "shape": ["circle", "square"] * 2})
     with pytest.raises(PlugenInputError, match=re.escape(message)):
         select_labelled(labels, rules, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    "column, message",
+    [
+        ([f"{i:06d}.jpg" for i in range(200)], "column 'c' has a different value in every row ('000000.jpg', '000001.jpg', ...): an id"),
+        ([1, -1] * 99 + [2, 1], "column 'c' is binary but for value 2 in row 198"),
+    ],
+)
+def test_a_label_column_is_never_guessed(column, message):
+    with pytest.raises(PlugenInputError, match=re.escape(message)):
+        infer_spec(pd.DataFrame({"c": column}), ["c"], "attributes.csv")
+
+
+def test_a_continuous_column_with_few_values_stays_continuous():
+    _, spec = infer_spec(pd.DataFrame({"c": [0, 1, 2] * 50}), ["c"], "attributes.csv")
+    assert spec == [{"name": "c", "kind": "continuous", "low": 0.0, "high": 2.0}]

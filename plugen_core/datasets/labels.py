@@ -55,8 +55,13 @@ def infer_spec(table: pd.DataFrame, names: list[str], path: str | Path) -> tuple
         if present.empty:
             raise PlugenInputError(f"{path}: column '{name}' holds no value")
         numeric = pd.to_numeric(present, errors="coerce")
+        if len(present) > 1 and present.nunique() == len(present) and numeric.isna().all():
+            raise PlugenInputError(f"{path}: column '{name}' has a different value in every row ({present.iloc[0]!r}, {present.iloc[1]!r}, ...): an id, not an attribute; list the attributes in the dataset's `attributes:`")
         if numeric.notna().all():
             values = set(numeric.unique())
+            stray = _stray_in_binary(numeric)
+            if stray is not None:
+                raise PlugenInputError(f"{path}: column '{name}' is binary but for value {numeric[stray]:g} in row {stray}; fix that label or drop the row")
             if values <= {-1, 1} or values <= {0, 1}:
                 table[name] = (pd.to_numeric(col) == 1).astype(float).where(col.notna())
                 spec.append({"name": name, "kind": "binary"})
@@ -69,6 +74,16 @@ def infer_spec(table: pd.DataFrame, names: list[str], path: str | Path) -> tuple
             bad = sorted(map(str, present[numeric.isna()].unique()))[:5]
             raise PlugenInputError(f"{path}: column '{name}' mixes numbers with non-numeric value(s) {bad}")
     return table, spec
+
+
+def _stray_in_binary(numeric: pd.Series):
+    """The row of the first value outside a {0, 1} or {-1, 1} coding that covers at least 99% of the column (a typo in
+    a binary column, which would otherwise silently make it continuous); None when there is no such coding."""
+    for coding in ({0, 1}, {-1, 1}):
+        inside = numeric.isin(coding)
+        if not inside.all() and inside.mean() >= 0.99 and numeric[inside].nunique() == 2:
+            return numeric.index[~inside.to_numpy()][0]
+    return None
 
 
 def assign_splits(n: int, fractions: dict[str, float], rng: np.random.Generator) -> np.ndarray:
