@@ -119,8 +119,8 @@ class Schema:
                 out[np.flatnonzero(present), sl] = onehot
             else:
                 values = _numeric(labels, a.name)[present].to_numpy(dtype=np.float64)
-                outside = np.flatnonzero((values < a.low) | (values > a.high))
-                if strict_range and len(outside):
+                outside = np.flatnonzero((values < a.low) | (values > a.high)) if strict_range else []
+                if len(outside):
                     row = np.flatnonzero(present)[outside[0]]
                     raise PlugenInputError(f"'{a.name}' = {values[outside[0]]:g} (row {row}) is outside the data's range [{a.low:g}, {a.high:g}]; ask for extrapolation explicitly to allow it")
                 out[present, sl.start] = a.normalise(values)

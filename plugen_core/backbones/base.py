@@ -107,11 +107,14 @@ def load_backbone(path: str | Path, registry: dict[str, type[Backbone]], expecte
         raise PlugenInputError(f"backbone.kind '{kind}' is unknown (known: {sorted(registry)})")
     if not isinstance(stored, dict):
         raise PlugenInputError(f"{path}: its config must be a mapping, got {type(stored).__name__}")
-    # the keys the params set must agree; an imported backbone is built from the params' factory and config only
-    wanted = {"factory": expected.get("factory"), "config": expected.get("config") or {}} if kind == "import" else expected
-    clash = sorted(k for k in stored if k in wanted and wanted[k] != stored[k])
-    if clash or (kind == "import" and stored != wanted):
-        detail = ", ".join(f"{k}: params {wanted.get(k)!r} vs file {stored.get(k)!r}" for k in clash or sorted(set(stored) | set(wanted)))
+    if kind == "import":  # built from the params' factory and config only: the file's must be the same
+        wanted = {"factory": expected.get("factory"), "config": expected.get("config") or {}}
+        compared = set(stored) | set(wanted)
+    else:  # built from the file's config: the keys the params also set must agree
+        wanted, compared = expected, set(stored) & set(expected)
+    clash = sorted(k for k in compared if wanted.get(k) != stored.get(k))
+    if clash:
+        detail = ", ".join(f"{k}: params {wanted.get(k)!r} vs file {stored.get(k)!r}" for k in clash)
         raise PlugenInputError(f"{path}: the stored backbone does not match the params ({detail})")
     model = registry[kind](**(wanted if kind == "import" else stored))
     try:

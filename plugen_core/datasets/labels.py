@@ -177,7 +177,7 @@ def select_labelled(labels: pd.DataFrame, rules: dict, rng: np.random.Generator)
     if not len(pool):
         raise PlugenInputError(f"no labelled training row is left once the held_out combinations {rules.get('held_out') or []} are removed: the plugin would learn from no label")
     if size is None:  # keep each row with probability weight / max: the pairs agree at `strength`, nothing else is lost
-        idx = np.flatnonzero(rng.random(len(pool)) < weights / weights.max()) if len(pool) else np.arange(0)
+        idx = np.flatnonzero(rng.random(len(pool)) < weights / weights.max())
     elif size > len(pool):
         raise PlugenInputError(f"labelled size {size} exceeds the {len(pool)} eligible labelled training rows")
     else:
