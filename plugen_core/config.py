@@ -1,6 +1,6 @@
 """Experiments and datasets as `params.yaml` lists them, resolved into the plain dict each stage reads.
 
-    datasets:     {<name>: {source: shapes | images | latents, input: <path DVC tracks>, ...}}
+    datasets:     {<name>: {source: shapes | images | latents | moses | molecules, input: <path DVC tracks>, ...}}
     experiments:  {<name>: {dataset: <name>, backbone: {kind: ...}, labeller: {...}, flow: {...}, evaluate: {...}}}
 
 An experiment's `flow` and `evaluate` entries override the shared top-level sections key by key; `labeller` is
@@ -17,7 +17,8 @@ from typing import Callable
 
 from plugen_core.io import PlugenInputError, section
 
-SOURCES = ("shapes", "images", "latents")
+MOLECULE_SOURCES = ("moses", "molecules")  # SMILES samples, RDKit properties as attributes and as the judge
+SOURCES = ("shapes", "images", "latents") + MOLECULE_SOURCES
 SHARED = ("flow", "evaluate")
 EXPERIMENT_KEYS = {"dataset", "backbone", "labeller", "flow", "evaluate"}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # experiment and dataset names become folder names

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from plugen_core.images import from_uint8
-from plugen_core.datasets.labels import matches
+from plugen_core.datasets.labels import is_interval, matches, partial_matches
 from plugen_core.io import PlugenInputError, inference_batch
 from plugen_core.schema import Schema
 
@@ -62,8 +62,9 @@ def check_settings(ev: dict) -> None:
 
 
 def combination_name(combination: dict) -> str:
-    """A held-out combination as a metric name part, e.g. `shape:triangle/colour:blue` (MLflow refuses '=' and ',')."""
-    return "/".join(f"{name}:{value}" for name, value in combination.items())
+    """A held-out combination as a metric name part, e.g. `shape:triangle/colour:blue` or, for a region,
+    `logp:3.25..4.75/mw:250..290` (MLflow refuses '=', ',' and brackets)."""
+    return "/".join(f"{name}:{value[0]:g}..{value[1]:g}" if is_interval(value) else f"{name}:{value}" for name, value in combination.items())
 
 
 def metric_names(schema: Schema, held_out: list[dict]) -> set[str]:
@@ -165,6 +166,15 @@ def matches_any(df: pd.DataFrame, combinations: list[dict]) -> np.ndarray:
     for combo in combinations:
         hit |= matches(df, combo)
     return hit
+
+
+def check_no_leak(table: pd.DataFrame, held_out: list[dict], path) -> None:
+    """The table the plugin trained on must hold no held-out combination, whole or in part."""
+    labelled = table[table["labelled"].to_numpy()]
+    whole = int(matches_any(labelled, held_out).sum())
+    part = int(sum(partial_matches(labelled, c).sum() for c in held_out))
+    if whole or part:
+        raise PlugenInputError(f"{path} holds {whole} labelled row(s) of a held-out combination and {part} with part of one; rerun align_labels")
 
 
 def uniform_targets(schema: Schema, n: int, rng: np.random.Generator) -> pd.DataFrame:

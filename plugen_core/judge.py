@@ -1,7 +1,8 @@
 """The judge: a small network that reads every attribute off a sample, a CNN for images and an MLP for latent
 vectors (bring-your-own latents: a latent-space judge). Trained on real labelled data of every combination, never on
 generated samples; its penultimate layer doubles as the FID/KID feature space. The same class, trained on the
-plugin's labelled subset only, is the labeller of backbones without an encoder (plugen_core/labelling.py)."""
+plugin's labelled subset only, is the labeller of backbones without an encoder (plugen_core/labelling.py). Molecules
+are judged by RDKit instead (`PropertyJudge`): it computes their properties exactly."""
 from __future__ import annotations
 
 import math
@@ -129,3 +130,38 @@ class Judge(nn.Module):
         judge = cls(Schema.from_dict(ckpt["schema"]), input_shape=tuple(ckpt["input_shape"]), width=ckpt["width"])
         judge.load_state_dict(ckpt["state_dict"])
         return judge.eval()
+
+
+class PropertyJudge:
+    """The molecule judge: RDKit computes each property of a generated SMILES exactly, so there is nothing to train.
+    Stored as its schema (the data's ranges) and the RDKit version, in the judge's place of the pipeline."""
+
+    kind = "rdkit"
+    images = False
+
+    def __init__(self, schema):
+        self.schema = schema
+
+    def predict(self, smiles) -> pd.DataFrame:
+        from plugen_core import chemistry  # RDKit: imported by molecule experiments only
+
+        return chemistry.properties(smiles)[self.schema.names]
+
+    def save(self, path, trained: dict | None = None) -> None:
+        from rdkit import __version__ as rdkit_version
+
+        save_checkpoint({"kind": self.kind, "schema": self.schema.to_dict(), "rdkit": rdkit_version, "trained": trained or {}}, path)
+
+    @classmethod
+    def load(cls, path) -> "PropertyJudge":
+        from plugen_core import chemistry
+
+        ckpt = load_checkpoint(path, ("kind", "schema"))
+        if ckpt["kind"] != cls.kind:
+            raise PlugenInputError(f"{path}: holds a judge of kind {ckpt['kind']!r}, not RDKit's property judge")
+        schema = Schema.from_dict(ckpt["schema"])
+        unknown = [n for n in schema.names if n not in chemistry.PROPERTIES]
+        if unknown:
+            raise PlugenInputError(f"{path}: RDKit computes no property {unknown} (it computes {list(chemistry.PROPERTIES)})")
+        return cls(schema)
+

@@ -92,3 +92,18 @@ def traversal_curves(values: np.ndarray, readings: dict[str, list[float]], path:
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
     _save(fig, path)
+
+
+def property_histograms(requested: dict[str, dict[float, np.ndarray]], path: str | Path, title: str) -> None:
+    """Per property, a histogram of the generated molecules' values for each requested value (a dashed line)."""
+    fig, axes = plt.subplots(1, len(requested), figsize=(3.6 * len(requested), 2.8), squeeze=False)
+    for ax, (name, by_target) in zip(axes[0], requested.items()):
+        for i, (target, values) in enumerate(by_target.items()):
+            colour = f"C{i}"
+            ax.hist(values[~np.isnan(values)], bins=30, alpha=0.5, color=colour, label=f"{target:g}")
+            ax.axvline(target, color=colour, linestyle="--")
+        ax.set_title(f"{name}: generated vs requested", fontsize=9)
+        ax.legend(fontsize=7, title="requested", title_fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)

@@ -40,7 +40,9 @@ from plugen_core.tracking import PipelineRun, tracked
 CHAMPION = "champion"
 IMAGE_COLUMN = "image_png"
 VECTOR_COLUMN = "sample_json"
+SMILES_COLUMN = "smiles"  # a molecule backbone's samples: canonical SMILES ("" where the decoded tokens make none)
 REQUIREMENTS = ("torch", "nflows", "numpy", "pandas", "pyyaml", "tqdm", "pillow")  # what plugen_core imports to load
+MOLECULE_REQUIREMENTS = ("rdkit", "selfies")  # ... and to decode a molecule backbone's samples
 
 
 class PluGeNModel(mlflow.pyfunc.PythonModel):
@@ -56,7 +58,7 @@ class PluGeNModel(mlflow.pyfunc.PythonModel):
         w, labels = self.plugin.sample_latents(model_input, 1, params["temperature"], params["style_temperature"], generator, params["extrapolate"])
         out = self.plugin.schema.decode(labels.numpy())
         samples = self.backbone.decode_data(w)
-        out[sample_column(samples)] = [encode_png(s) if is_image(s) else json.dumps(s.tolist()) for s in samples]
+        out[sample_column(samples)] = [encode_png(s) if is_image(s) else str(s) if is_text(s) else json.dumps(s.tolist()) for s in samples]
         return out
 
 
@@ -64,8 +66,12 @@ def is_image(sample: np.ndarray) -> bool:
     return sample.ndim == 3 and sample.dtype == np.uint8
 
 
+def is_text(sample) -> bool:
+    return isinstance(sample, str)
+
+
 def sample_column(samples: np.ndarray) -> str:
-    return IMAGE_COLUMN if is_image(samples[0]) else VECTOR_COLUMN
+    return IMAGE_COLUMN if is_image(samples[0]) else SMILES_COLUMN if is_text(samples[0]) else VECTOR_COLUMN
 
 
 def encode_png(image: np.ndarray) -> str:
@@ -140,7 +146,7 @@ def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | 
             code_paths=[str(Path(__file__).parent)],  # plugen_core itself
             signature=signature(schema, defaults, output_column),
             input_example=input_example(schema),
-            pip_requirements=[f"{dist}=={version(dist)}" for dist in REQUIREMENTS],
+            pip_requirements=[f"{dist}=={version(dist)}" for dist in REQUIREMENTS + (MOLECULE_REQUIREMENTS if output_column == SMILES_COLUMN else ())],
         )
     return mlflow.register_model(info.model_uri, name, tags={key: str(value) for key, value in metrics.items()}).version
 

@@ -42,7 +42,7 @@ def set_params(path: Path, overrides: dict) -> None:
 
 def copy_repo(dest: Path, experiments: tuple[str, ...] = SMOKE_EXPERIMENTS) -> Path:
     """This checkout's files (committed or not; ignored ones left out) as a fresh git repository (DVC experiments need
-    commits), with only `experiments` left in params.yaml, each on the shared `flow:` settings."""
+    commits), with only `experiments` (and their datasets) left in params.yaml, each on the shared `flow:` settings."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
     for f in files:
         if (REPO / f).is_file():
@@ -50,6 +50,8 @@ def copy_repo(dest: Path, experiments: tuple[str, ...] = SMOKE_EXPERIMENTS) -> P
             shutil.copy2(REPO / f, dest / f)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["experiments"] = {name: params["experiments"][name] for name in experiments}
+    used = {e["dataset"] for e in params["experiments"].values()}
+    params["datasets"] = {name: entry for name, entry in params["datasets"].items() if name in used}
     for experiment in params["experiments"].values():
         experiment.pop("flow", None)  # the shared `flow:` section, which the tests shrink, applies to every experiment
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

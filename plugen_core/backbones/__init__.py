@@ -5,9 +5,10 @@ from plugen_core.backbones.base import Backbone, load_backbone as _load
 from plugen_core.backbones.gan import DCGAN
 from plugen_core.backbones.identity import LatentSpace
 from plugen_core.backbones.imported import Imported
+from plugen_core.backbones.molecule_vae import SelfiesVAE
 from plugen_core.backbones.vae import ConvVAE
 
-BACKBONES: dict[str, type[Backbone]] = {cls.kind: cls for cls in (ConvVAE, DCGAN, LatentSpace, Imported)}
+BACKBONES: dict[str, type[Backbone]] = {cls.kind: cls for cls in (ConvVAE, DCGAN, LatentSpace, Imported, SelfiesVAE)}
 TRAINING = ("epochs", "batch_size", "lr")  # how to pre-train, not what to build
 
 

@@ -99,8 +99,17 @@ def assign_splits(n: int, fractions: dict[str, float], rng: np.random.Generator)
     return split
 
 
+def is_interval(value) -> bool:
+    """A held-out value `[low, high]` of a continuous attribute: a region, not a single value."""
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
 def equals(column: pd.Series, value) -> np.ndarray:
-    """Where a label equals `value`, as text or as a number (a binary 1 is 1.0 in a table with missing labels)."""
+    """Where a label equals `value`, as text or as a number (a binary 1 is 1.0 in a table with missing labels), or, for
+    an interval `[low, high]`, lies inside it."""
+    if is_interval(value):
+        numbers = pd.to_numeric(column, errors="coerce")
+        return ((numbers >= value[0]) & (numbers <= value[1])).to_numpy()
     return (column.astype(str) == str(value)).to_numpy() | (column == value).to_numpy()
 
 
@@ -139,16 +148,19 @@ def enforce_held_out(labels: pd.DataFrame, held_out: list[dict]) -> tuple[pd.Dat
 
 
 def check_rules(labelled: dict, spec: list[dict], where: str) -> None:
-    """Held-out and correlation rules must name real attributes and values."""
+    """Held-out and correlation rules must name real attributes and values (a continuous attribute: an interval
+    `[low, high]`, so that a held-out combination is a region, e.g. high logP at low weight)."""
     by_name = {a["name"]: a for a in spec}
     for combo in labelled.get("held_out") or []:
         for name, value in combo.items():
             if name not in by_name:
                 raise PlugenInputError(f"{where}.held_out: unknown attribute '{name}' (known: {sorted(by_name)})")
             a = by_name[name]
-            allowed = a.get("classes") or ([0, 1] if a["kind"] == "binary" else None)
-            if allowed is None:
-                raise PlugenInputError(f"{where}.held_out: '{name}' is continuous; only categorical/binary attributes can be held out")
+            if a["kind"] == "continuous":
+                if not is_interval(value) or not value[0] < value[1]:
+                    raise PlugenInputError(f"{where}.held_out: '{name}' is continuous; hold out an interval [low, high] with low < high, got {value!r}")
+                continue
+            allowed = a.get("classes") or [0, 1]
             if value not in allowed:
                 raise PlugenInputError(f"{where}.held_out: '{name}' has no value {value!r} (allowed: {allowed})")
     for pair in labelled.get("correlated") or []:

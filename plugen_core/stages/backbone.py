@@ -15,6 +15,7 @@ from plugen_core import checkpoints
 from plugen_core.backbones import BACKBONES, TRAINING, Backbone, build_backbone
 from plugen_core.backbones.base import ImageBackbone
 from plugen_core.backbones.identity import LatentSpace
+from plugen_core.backbones.molecule_vae import SelfiesVAE, alphabet_of
 from plugen_core.io import PlugenInputError, read_array, read_table, run_stage, write_table
 from plugen_core.stages import experiment_stage
 
@@ -30,6 +31,12 @@ def build_for(p: dict, samples: np.ndarray, where: str) -> Backbone:
         settings |= {"image_size": samples.shape[1], "channels": samples.shape[3]}
     elif cls is LatentSpace:
         settings = {"latent_dim": samples.shape[1]} | settings
+    elif cls is SelfiesVAE:
+        if samples.ndim != 1 or samples.dtype.kind != "U":
+            raise PlugenInputError(f"{where}: backbone '{kind}' needs SMILES, but the dataset holds samples of shape {samples.shape[1:]} ({samples.dtype})")
+        if not p.get("pretrained"):  # a shipped model reads its own alphabet; the data's molecules are checked on reading
+            alphabet, longest = alphabet_of(samples)
+            settings |= {"alphabet": alphabet, "max_length": longest}
     if p.get("pretrained"):
         tensors, card = checkpoints.load_verified(p["pretrained"], kind)
         model = build_backbone(kind, **checkpoints.check_config(card, settings, p["pretrained"]))

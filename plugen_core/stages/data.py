@@ -1,7 +1,7 @@
-"""Stage `data@<dataset>`: prepare a dataset (render the shapes benchmark, or read a bring-your-own image folder or
-latents table) and choose the plugin's labelled subset. Writes data/<dataset>/: samples.npy (the data the backbone
-sees), labels.parquet (id, split and every known attribute value), labelled.parquet (what the plugin may read) and
-attributes.json (the attribute spec)."""
+"""Stage `data@<dataset>`: prepare a dataset (render the shapes benchmark, read MOSES molecules, or a bring-your-own
+image folder, molecule table or latents table) and choose the plugin's labelled subset. Writes data/<dataset>/:
+samples.npy (the data the backbone sees), labels.parquet (id, split and every known attribute value), labelled.parquet
+(what the plugin may read) and attributes.json (the attribute spec)."""
 from __future__ import annotations
 
 import argparse
@@ -9,12 +9,18 @@ import argparse
 import numpy as np
 
 from plugen_core import config
-from plugen_core.datasets import image_folder, latent_table, shapes
+from plugen_core.datasets import image_folder, latent_table, molecules, shapes
 from plugen_core.datasets.labels import check_rules, select_labelled
 from plugen_core.io import PlugenInputError, load_params, run_stage, write_array, write_json, write_table
 from plugen_core.layout import DatasetLayout
 
-PREPARE = {"shapes": shapes.prepare, "images": image_folder.prepare, "latents": latent_table.prepare}
+PREPARE = {
+    "shapes": shapes.prepare,
+    "images": image_folder.prepare,
+    "latents": latent_table.prepare,
+    "moses": molecules.prepare_moses,
+    "molecules": molecules.prepare_table,
+}
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """Stage `evaluate@<experiment>`: the metrics contract of PLUGEN.md (judge, seen/unseen and joint generation,
-manipulation, the plugin's free classifier, FID/KID on judge features) as a flat JSON, plus the pictures.
+manipulation, the plugin's free classifier, FID/KID on judge features) as a flat JSON, plus the pictures. Molecule
+experiments: stages/evaluate_molecules.py (RDKit is the judge).
 
 What the judge reads: decoded samples (images) for a backbone with a decoder; the latents themselves for a
 bring-your-own latents dataset (a latent-space judge, `judge.space: latent`). Manipulation and the free classifier
@@ -16,20 +17,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from plugen_core import plots, pyfunc_model, tracking
+from plugen_core import config, plots, pyfunc_model, tracking
 from plugen_core.backbones import load_backbone
-from plugen_core.datasets.labels import partial_matches
 from plugen_core.evaluation import (
     METRICS_CONTRACT,
     RECONSTRUCTION_KEYS,
     FeatureExtractor,
     InceptionFeatures,
     agreement,
+    check_no_leak,
     check_settings,
     edit_targets,
     fid_kid,
     generation_targets,
-    matches_any,
     metric_names,
     score_edit,
     score_generation,
@@ -41,24 +41,17 @@ from plugen_core.images import from_uint8
 from plugen_core.io import PlugenInputError, atomic_dir, read_array, read_table, require_file, run_stage, write_json
 from plugen_core.judge import Judge
 from plugen_core.stages import experiment_stage
+from plugen_core.stages.evaluate_molecules import evaluate_molecules
 
 TRAVERSAL = np.linspace(-2, 2, 9)  # values a traversal sweeps one z coordinate through
-
-
-def check_no_leak(table: pd.DataFrame, held_out: list[dict], path) -> None:
-    """The table the plugin trained on must hold no held-out combination, whole or in part."""
-    labelled = table[table["labelled"].to_numpy()]
-    whole = int(matches_any(labelled, held_out).sum())
-    part = int(sum(partial_matches(labelled, c).sum() for c in held_out))
-    if whole or part:
-        raise PlugenInputError(f"{path} holds {whole} labelled row(s) of a held-out combination and {part} with part of one; rerun align_labels")
 
 
 def main() -> None:
     cfg, layout, generator, device = experiment_stage(__doc__)
     check_settings(cfg["evaluate"])
+    molecules = cfg["dataset"]["source"] in config.MOLECULE_SOURCES
     with tracking.pipeline_run("evaluate", cfg) as run:
-        evaluate(cfg, layout, generator, device, run)
+        (evaluate_molecules if molecules else evaluate)(cfg, layout, generator, device, run)
 
 
 def evaluate(cfg: dict, layout, generator: torch.Generator, device: torch.device, run: tracking.PipelineRun) -> None:

@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ import torch
 
 from plugen_core import checkpoints, config, plots
 from plugen_core.backbones import load_backbone
+from plugen_core.backbones.molecule_vae import SelfiesVAE
 from plugen_core.evaluation import FeatureExtractor, fid_kid, summarise
 from plugen_core.io import load_checkpoint, load_params, read_array, read_table, run_stage, seed_everything, write_table
 from plugen_core.judge import Judge
@@ -58,16 +60,10 @@ def publish_judge(params: dict, dataset: str) -> None:
     write(f"{dataset}-judge", judge.state_dict(), card, history, ["loss"], None)
 
 
-def publish_backbone(params: dict, experiment: str) -> None:
-    cfg = config.experiment(params, experiment)
-    layout = Layout(cfg)
-    generator = seed_everything(cfg["seed"])
-    backbone = load_backbone(layout.backbone, cfg["backbone"])
-    trained = load_checkpoint(layout.backbone).get("trained", {})
+def image_quality(backbone, layout, real: np.ndarray, test_labels: pd.DataFrame, generator) -> tuple[dict, str, Callable]:
+    """Judge-feature FID/KID of prior samples (and reconstructions), the judge's accuracy on reconstructions and its
+    confidence on samples; what the figures mean; what draws a grid of samples to a path."""
     judge = Judge.load(layout.judge)
-    samples, labels = read_array(layout.samples), read_table(layout.labels)
-    test = (labels["split"] == "test").to_numpy()
-    real, test_labels = samples[test][:N_QUALITY], labels[test].reset_index(drop=True).iloc[:N_QUALITY]
     fakes = {"samples": backbone.decode_data(backbone.sample_prior(N_QUALITY, generator))}
     quality: dict[str, float] = {}
     if backbone.has_encoder:
@@ -76,6 +72,55 @@ def publish_backbone(params: dict, experiment: str) -> None:
     quality |= fid_kid(FeatureExtractor(judge), real, fakes, 500, judge.to_input)
     _, confidence = judge.read(judge.outputs(fakes["samples"]))
     quality["judge_confident_on_samples"] = float((confidence >= 0.9).all(axis=1).mean())  # every discrete attribute readable
+    grid = fakes["samples"][:64].reshape(8, 8, *real.shape[1:])
+    draw = lambda path, title: plots.image_grid(grid, [""] * 8, [], path, title)  # noqa: E731
+    return quality, f"FID/KID on the judge's features (not Inception), {N_QUALITY} samples vs {N_QUALITY} real test images; judge: {layout.judge}", draw
+
+
+def molecule_quality(backbone, layout, real: np.ndarray, test_labels: pd.DataFrame, generator) -> tuple[dict, str, Callable]:
+    """Validity, uniqueness and novelty of prior samples, exact reconstruction and Tanimoto of test molecules, and how
+    well each property can be read off the latent means (R^2 of a linear and of an MLP probe, fit on training
+    molecules, scored on test ones); a drawing of prior samples."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.neural_network import MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from plugen_core import chemistry
+    from plugen_core.molecule_evaluation import quality
+
+    samples, labels = read_array(layout.samples), read_table(layout.labels)
+    train = samples[(labels["split"] == "train").to_numpy()]
+    prior = backbone.decode_data(backbone.sample_prior(N_QUALITY, generator))
+    reconstructions = backbone.decode_data(backbone.encode_data(real))
+    out = quality(prior, set(train), "samples") | {
+        "reconstruction_exact": float((reconstructions == real).mean()),
+        "reconstruction_tanimoto_median": float(np.median(chemistry.tanimoto(real, reconstructions))),
+    }
+    fit_rows = np.flatnonzero((labels["split"] == "train").to_numpy())[:5000]
+    fit_latents, test_latents = backbone.encode_data(samples[fit_rows]).numpy(), backbone.encode_data(real).numpy()
+    for name in chemistry.PROPERTIES:
+        y_fit, y_test = labels[name].to_numpy(float)[fit_rows], test_labels[name].to_numpy(float)
+        linear = make_pipeline(StandardScaler(), RidgeCV()).fit(fit_latents, y_fit)
+        mlp = make_pipeline(StandardScaler(), MLPRegressor(hidden_layer_sizes=(256, 256), early_stopping=True, random_state=0)).fit(fit_latents, (y_fit - y_fit.mean()) / y_fit.std())
+        out[f"probe_r2.linear.{name}"] = float(linear.score(test_latents, y_test))
+        out[f"probe_r2.mlp.{name}"] = float(mlp.score(test_latents, (y_test - y_fit.mean()) / y_fit.std()))
+    legends = [", ".join(f"{k} {v:.2f}" for k, v in row.items()) for _, row in chemistry.properties(prior[:24]).iterrows()]
+    draw = lambda path, title: chemistry.draw_grid(prior[:24], legends, 6, path, title)  # noqa: E731
+    return out, f"{N_QUALITY} prior samples and {len(real)} test molecules; novelty against the {len(train)} training molecules; probes fit on {len(fit_rows)} training molecules' latent means", draw
+
+
+def publish_backbone(params: dict, experiment: str) -> None:
+    cfg = config.experiment(params, experiment)
+    layout = Layout(cfg)
+    generator = seed_everything(cfg["seed"])
+    backbone = load_backbone(layout.backbone, cfg["backbone"])
+    trained = load_checkpoint(layout.backbone).get("trained", {})
+    samples, labels = read_array(layout.samples), read_table(layout.labels)
+    test = (labels["split"] == "test").to_numpy()
+    real, test_labels = samples[test][:N_QUALITY], labels[test].reset_index(drop=True).iloc[:N_QUALITY]
+    measure = molecule_quality if isinstance(backbone, SelfiesVAE) else image_quality
+    quality, note, draw_samples = measure(backbone, layout, real, test_labels, generator)
     history = read_table(layout.backbone_history)
     p = cfg["backbone"]
     card = {
@@ -87,18 +132,18 @@ def publish_backbone(params: dict, experiment: str) -> None:
         "reproduce": f"cd zoo && dvc repro publish@{experiment}",
         **provenance(cfg["seed"]),
         "quality": {k: round(float(v), 4) for k, v in quality.items()},
-        "quality_note": f"FID/KID on the judge's features (not Inception), {N_QUALITY} samples vs {N_QUALITY} real test images; judge: {layout.judge}",
+        "quality_note": note,
     }
-    write(experiment, backbone.state_dict(), card, history, [c for c in history.columns if c not in ("epoch", "lr")], fakes["samples"][:64])
+    write(experiment, backbone.state_dict(), card, history, [c for c in history.columns if c not in ("epoch", "lr")], draw_samples)
 
 
-def write(name: str, state: dict, card: dict, history: pd.DataFrame, curves: list[str], samples: np.ndarray | None) -> None:
-    checkpoints.write(BUILD / f"{name}.safetensors", state, card | {"files": {"history": f"{name}.history.csv", "curves": f"{name}.curves.png"} | ({"samples": f"{name}.samples.png"} if samples is not None else {})})
+def write(name: str, state: dict, card: dict, history: pd.DataFrame, curves: list[str], draw_samples: Callable | None) -> None:
+    checkpoints.write(BUILD / f"{name}.safetensors", state, card | {"files": {"history": f"{name}.history.csv", "curves": f"{name}.curves.png"} | ({"samples": f"{name}.samples.png"} if draw_samples else {})})
     write_table(history, BUILD / f"{name}.history.csv")
     if curves and len(history):
         plots.training_curves(history, curves, BUILD / f"{name}.curves.png", f"{name}: pretraining")
-    if samples is not None:
-        plots.image_grid(samples.reshape(8, 8, *samples.shape[1:]), [""] * 8, [], BUILD / f"{name}.samples.png", f"{name}: samples from its prior")
+    if draw_samples:
+        draw_samples(BUILD / f"{name}.samples.png", f"{name}: samples from its prior")
     print(f"[publish] {BUILD}/{name}.safetensors and its card: {card['quality']}")
 
 

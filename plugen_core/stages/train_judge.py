@@ -1,7 +1,8 @@
 """Stage `train_judge@<dataset>`: train the evaluation judge on real labelled samples of every combination: the
 dataset's `judge` split where it has one (bring-your-own latents: rows whose labels the flow never sees), else its
 training split. A CNN for images, an MLP for latent vectors. A dataset entry's `pretrained_judge` names a judge shipped
-in zoo/checkpoints/ instead (trained there the same way, on the same rendered data), verified against its card."""
+in zoo/checkpoints/ instead (trained there the same way, on the same rendered data), verified against its card. A molecule
+dataset's judge is RDKit (`judge.PropertyJudge`): it computes the properties, so nothing is trained."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ import torch
 
 from plugen_core import checkpoints, config
 from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, run_stage, section, seed_everything, write_table
-from plugen_core.judge import Judge
+from plugen_core.judge import Judge, PropertyJudge
 from plugen_core.layout import DatasetLayout
 from plugen_core.schema import Schema
 
@@ -33,7 +34,9 @@ def main() -> None:
     labels = read_table(layout.labels)
     schema = Schema.from_dict({"attributes": read_json(layout.attributes)})
     start = time.perf_counter()
-    if entry.get("pretrained_judge"):
+    if entry["source"] in config.MOLECULE_SOURCES:  # RDKit computes the properties exactly: nothing to train
+        judge, how, history = PropertyJudge(schema), f"RDKit computes {schema.names}", []
+    elif entry.get("pretrained_judge"):
         judge, how = shipped_judge(entry["pretrained_judge"], schema, samples.shape[1:]), f"shipped, from {entry['pretrained_judge']}"
         history = []
     else:
@@ -42,7 +45,9 @@ def main() -> None:
         judge = Judge(schema, input_shape=samples.shape[1:], width=p["width"])
         history = judge.fit(samples[rows], labels[rows].reset_index(drop=True), p["epochs"], p["batch_size"], p["lr"], p["augment"], device, generator)
         how = f"trained on the {split} split ({int(rows.sum())} rows)"
-    judge.cpu().save(layout.judge, trained={"seconds": time.perf_counter() - start, "device": str(device), "threads": torch.get_num_threads()})
+    if isinstance(judge, Judge):
+        judge.cpu()
+    judge.save(layout.judge, trained={"seconds": time.perf_counter() - start, "device": str(device), "threads": torch.get_num_threads()})
     write_table(pd.DataFrame(history, columns=["epoch", "loss"]), layout.judge_history)
     print(f"[train_judge] {args.dataset}: {how} -> {layout.judge}, {layout.judge_history}")
 

@@ -1,0 +1,153 @@
+"""`evaluate@<experiment>` for a molecule experiment (imported by stages/evaluate.py): RDKit judges the SMILES the
+plugin generates (plugen_core/molecule_evaluation.py says what each key means), and the pictures are RDKit drawings.
+Like the image protocol, nothing is written until everything is computed."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from plugen_core import chemistry, plots, pyfunc_model, tracking
+from plugen_core.backbones import load_backbone
+from plugen_core.datasets.molecules import moses_file
+from plugen_core.evaluation import check_no_leak, metric_names, summarise
+from plugen_core.flow import PluGeN
+from plugen_core.io import PlugenInputError, atomic_dir, read_array, read_table, write_json
+from plugen_core.judge import PropertyJudge
+from plugen_core.molecule_evaluation import MOLECULE_SETTINGS, quality, region_targets, score_manipulation, score_region, score_seen, score_targets, seen_targets
+
+
+def known_molecules(cfg: dict, samples: np.ndarray, split: np.ndarray) -> set[str]:
+    """What novelty is measured against: MOSES's whole training set for the MOSES dataset (the shipped backbone saw
+    some of it), else the dataset's training split."""
+    if cfg["dataset"]["source"] == "moses":
+        return set(pd.read_csv(moses_file("train.csv.gz"))["SMILES"])
+    return set(samples[split == "train"])
+
+
+def check_molecule_settings(ev: dict, schema, name: str) -> None:
+    missing = [k for k in MOLECULE_SETTINGS if k not in ev]
+    if missing:
+        raise PlugenInputError(f"params: experiments.{name}.evaluate needs {missing} for a molecule experiment")
+    for key in ("targets", "edit_steps"):
+        unknown = sorted(set(ev[key]) - set(schema.names))
+        if unknown:
+            raise PlugenInputError(f"params: experiments.{name}.evaluate.{key} names {unknown}, not attributes ({schema.names})")
+
+
+def show(metrics: dict, *keys: str) -> str:
+    return ", ".join(f"{key} {metrics[key]:.3f}" for key in keys)
+
+
+def stepped(values: pd.Series, step: float, attribute) -> pd.Series:
+    """Each value moved by `step`, or by -step where that would leave the data's range."""
+    up = values + step
+    return up.where((up >= attribute.low) & (up <= attribute.high), values - step)
+
+
+def evaluate_molecules(cfg: dict, layout, generator: torch.Generator, device: torch.device, run: tracking.PipelineRun) -> None:
+    ev = cfg["evaluate"]
+    held_out = cfg["dataset"]["labelled"]["held_out"] or []
+    rng = np.random.default_rng(cfg["seed"])
+    backbone = load_backbone(layout.backbone, cfg["backbone"]).to(device)
+    plugin = PluGeN.load(layout.plugen).to(device)
+    judge = PropertyJudge.load(layout.judge)
+    schema = judge.schema
+    check_molecule_settings(ev, schema, cfg["name"])
+    run.check_primary_metric(metric_names(schema, held_out) | {"generation.unseen.lift", "generation.validity", "fcd.ratio"})
+    tol, n = ev["continuous_tolerance"], ev["n_per_target"]
+    check_no_leak(read_table(layout.table), held_out, layout.table)
+    samples, labels = read_array(layout.samples), read_table(layout.labels)
+    split = labels["split"].to_numpy()
+    known = known_molecules(cfg, samples, split)
+    test_smiles, test_labels = samples[split == "test"], labels[split == "test"].reset_index(drop=True)[schema.names]
+    test_latents = torch.from_numpy(read_array(layout.latents)[(read_table(layout.index)["split"] == "test").to_numpy()])
+
+    def generate(targets: pd.DataFrame, n_per_target: int = 1) -> np.ndarray:
+        w, _ = plugin.sample_latents(targets, n_per_target, ev["temperature"], ev["style_temperature"], generator, extrapolate=True)
+        return backbone.decode_data(w)
+
+    metrics: dict[str, float | str] = {"judge.space": "rdkit"}
+    n_fid = min(ev["n_fid"], len(test_smiles))
+    prior = backbone.decode_data(backbone.sample_prior(n_fid, generator))
+    metrics |= quality(prior, known, "backbone") | {"test.heavy_atoms": float(np.mean(chemistry.heavy_atoms(test_smiles)))}
+    reconstructions = backbone.decode_data(test_latents[:n_fid])
+    metrics["reconstructions.exact"] = float((reconstructions == test_smiles[:n_fid]).mean())
+    metrics["reconstructions.tanimoto_median"] = float(np.median(chemistry.tanimoto(test_smiles[:n_fid], reconstructions)))
+    recon = judge.predict(reconstructions)
+    valid = recon.notna().all(axis=1).to_numpy()
+    metrics |= summarise(recon[valid], test_labels.iloc[:n_fid][valid], schema, "reconstructions")
+    print("[evaluate] backbone:", show(metrics, "backbone.validity", "backbone.uniqueness", "backbone.novelty", "reconstructions.exact"))
+
+    start = time.perf_counter()
+    targets = seen_targets(test_labels, held_out, ev["n_generation"])
+    generated = generate(targets)
+    metrics["time.generate_1000_s"] = (time.perf_counter() - start) * 1000 / len(targets)
+    metrics |= quality(generated, known, "generation") | score_seen(judge.predict(generated), targets, schema, tol)
+    print(f"[evaluate] for {len(targets)} test molecules' properties:", show(metrics, "generation.validity", "generation.uniqueness", "generation.novelty", "generation.seen.continuous_mae"))
+
+    requested = {}
+    for name, values in ev["targets"].items():
+        drawn = generate(pd.DataFrame({name: np.repeat(values, n)}))
+        got = judge.predict(drawn)
+        metrics |= score_targets(got, drawn, name, values, n, schema[name], tol)
+        requested[name] = {v: got[name].to_numpy(float)[i * n : (i + 1) * n] for i, v in enumerate(values)}
+        print(f"[evaluate] {name} requested alone:", show(metrics, *(f"target.{name}:{v:g}.{k}" for v in values for k in ("mean", "mae"))))
+
+    if held_out:
+        in_region = generate(region_targets(schema, held_out, ev["n_generation"], rng))
+        metrics |= score_region(judge.predict(in_region), judge.predict(prior), held_out)
+        print("[evaluate] held-out region:", show(metrics, "generation.unseen.joint", "generation.unseen.base_rate", "generation.unseen.lift"))
+
+    metrics |= summarise(plugin.classify(test_latents)[schema.names], test_labels, schema, "classifier")
+    n_edit = min(ev["n_manipulation"], len(test_latents))
+    edit_latents, original, sources = test_latents[:n_edit].to(device), test_labels.iloc[:n_edit], test_smiles[:n_edit]
+    edits = {}
+    for name, step in ev["edit_steps"].items():
+        new = stepped(original[name], step, schema[name])
+        edited = backbone.decode_data(plugin.manipulate(edit_latents, pd.DataFrame({name: new.to_numpy()}), extrapolate=True))
+        metrics |= score_manipulation(judge.predict(edited), edited, original, sources, name, new, schema, tol)
+        edits[name] = edited
+    names = list(ev["edit_steps"])
+    for kind in ("success", "preservation", "joint", "tanimoto_median", "validity"):
+        metrics[f"manipulation.{kind}"] = float(np.mean([metrics[f"manipulation.{name}.{kind}"] for name in names]))
+    print(f"[evaluate] {n_edit} test molecules edited:", show(metrics, *(f"manipulation.{k}" for k in ("success", "preservation", "tanimoto_median"))))
+
+    metrics |= {f"fcd.{k}": v for k, v in chemistry.fcd(test_smiles, {"backbone_samples": prior, "plugen_samples": generated}).items()}
+    metrics["fcd.ratio"] = metrics["fcd.plugen_samples"] / metrics["fcd.backbone_samples"]
+    print("[evaluate] FCD to the test set:", show(metrics, "fcd.backbone_samples", "fcd.plugen_samples"))
+    history = read_table(layout.flow_history)
+    metrics["time.train_flow_s"] = float(history["elapsed_s"].iloc[-1]) if len(history) else 0.0
+
+    with atomic_dir(layout.plots) as out:
+        draw(out, cfg["name"], ev, generate, requested, sources, original, edits, schema)
+        plots.training_curves(history, ["nll", "nll_labelled", "sigma"], out / "flow_curves.png", f"{cfg['name']}: flow training")
+        run.log_history("backbone", read_table(layout.backbone_history).to_dict("records"))
+        run.log_history("flow", history.to_dict("records"))
+        run.log_evaluation(metrics, plugin.schema.to_dict(), [layout.data, layout.backbone, layout.judge, layout.plugen], {"metrics": [layout.flow_history], "plots": [out]})
+        pyfunc_model.register_plugin(run, layout.plugen, layout.backbone, metrics)
+    write_json(metrics, layout.metrics)
+    print(f"[evaluate] wrote {layout.metrics} and {layout.plots}/")
+
+
+def draw(out, title: str, ev: dict, generate, requested: dict, sources: np.ndarray, original: pd.DataFrame, edits: dict, schema, per_row: int = 6, n_rows: int = 5) -> None:
+    """generation_grid.png: molecules drawn for each requested value of the first targeted property, legends with
+    their computed value; manipulation_grid.png: a row per source molecule and its edits; property_histograms.png."""
+    name, values = next(iter(ev["targets"].items()))
+    drawn = generate(pd.DataFrame({name: np.repeat(values, per_row)}))
+    got = chemistry.properties(drawn)[name].to_numpy(float)
+    legends = [f"{name} {v:g} asked: {g:.2f}" if s else "(no molecule)" for v, s, g in zip(np.repeat(values, per_row), drawn, got)]
+    chemistry.draw_grid(drawn, legends, per_row, out / "generation_grid.png", f"{title}: PluGeN molecules per requested {name} (rows)")
+    cells, legends = [], []
+    for i in range(min(n_rows, len(sources))):
+        cells.append(sources[i])
+        legends.append("source: " + ", ".join(f"{k} {original[k].iloc[i]:.2f}" for k in edits))
+        for name, edited in edits.items():
+            cells.append(edited[i])
+            value = chemistry.properties([edited[i]])[name].iloc[0]
+            asked = stepped(original[name].iloc[i : i + 1], ev["edit_steps"][name], schema[name]).iloc[0]
+            legends.append(f"{name} -> {asked:.2f}: {value:.2f}")
+    chemistry.draw_grid(np.array(cells), legends, len(edits) + 1, out / "manipulation_grid.png", f"{title}: PluGeN manipulation (one property stepped per column)")
+    plots.property_histograms(requested, out / "property_histograms.png", f"{title}: properties of generated molecules")
