@@ -38,7 +38,7 @@ from plugen_core.evaluation import (
 )
 from plugen_core.flow import PluGeN
 from plugen_core.images import from_uint8
-from plugen_core.io import PlugenInputError, atomic_dir, read_array, read_table, require_file, run_stage, write_json
+from plugen_core.io import atomic_dir, read_array, read_table, require_file, run_stage, write_json
 from plugen_core.judge import Judge
 from plugen_core.stages import experiment_stage
 from plugen_core.stages.evaluate_molecules import evaluate_molecules
@@ -50,17 +50,17 @@ def main() -> None:
     cfg, layout, generator, device = experiment_stage(__doc__)
     check_settings(cfg["evaluate"])
     molecules = cfg["dataset"]["source"] in config.MOLECULE_SOURCES
+    backbone = load_backbone(layout.backbone, cfg["backbone"]).to(device)
+    plugin = PluGeN.load(layout.plugen).to(device)
     with tracking.pipeline_run("evaluate", cfg) as run:
-        (evaluate_molecules if molecules else evaluate)(cfg, layout, generator, device, run)
+        (evaluate_molecules if molecules else evaluate)(cfg, layout, backbone, plugin, generator, device, run)
 
 
-def evaluate(cfg: dict, layout, generator: torch.Generator, device: torch.device, run: tracking.PipelineRun) -> None:
+def evaluate(cfg: dict, layout, backbone, plugin: PluGeN, generator: torch.Generator, device: torch.device, run: tracking.PipelineRun) -> None:
     """Score the experiment, draw its pictures, and log both, the training curves and the model to `run`."""
     ev = cfg["evaluate"]
     held_out = cfg["dataset"]["labelled"]["held_out"] or []
     rng = np.random.default_rng(cfg["seed"])
-    backbone = load_backbone(layout.backbone, cfg["backbone"]).to(device)
-    plugin = PluGeN.load(layout.plugen).to(device)
     judge = Judge.load(layout.judge).to(device)
     schema = judge.schema  # original units and the data's full ranges: what every score is read in
     run.check_primary_metric(metric_names(schema, held_out))

@@ -10,7 +10,6 @@ import pandas as pd
 import torch
 
 from plugen_core import chemistry, plots, pyfunc_model, tracking
-from plugen_core.backbones import load_backbone
 from plugen_core.datasets.molecules import moses_file
 from plugen_core.evaluation import check_no_leak, metric_names, summarise
 from plugen_core.flow import PluGeN
@@ -47,12 +46,11 @@ def stepped(values: pd.Series, step: float, attribute) -> pd.Series:
     return up.where((up >= attribute.low) & (up <= attribute.high), values - step)
 
 
-def evaluate_molecules(cfg: dict, layout, generator: torch.Generator, device: torch.device, run: tracking.PipelineRun) -> None:
+def evaluate_molecules(cfg: dict, layout, backbone, plugin: PluGeN, generator: torch.Generator, device: torch.device, run: tracking.PipelineRun) -> None:
+    """The backbone and the plugin are loaded by stages/evaluate.py (for either protocol)."""
     ev = cfg["evaluate"]
     held_out = cfg["dataset"]["labelled"]["held_out"] or []
     rng = np.random.default_rng(cfg["seed"])
-    backbone = load_backbone(layout.backbone, cfg["backbone"]).to(device)
-    plugin = PluGeN.load(layout.plugen).to(device)
     judge = PropertyJudge.load(layout.judge)
     schema = judge.schema
     check_molecule_settings(ev, schema, cfg["name"])
