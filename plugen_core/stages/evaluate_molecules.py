@@ -106,8 +106,9 @@ def evaluate_molecules(cfg: dict, layout, backbone, plugin: PluGeN, generator: t
     for name, step in ev["edit_steps"].items():
         new = stepped(original[name], step, schema[name])
         edited = backbone.decode_data(plugin.manipulate(edit_latents, pd.DataFrame({name: new.to_numpy()}), extrapolate=True))
-        metrics |= score_manipulation(judge.predict(edited), edited, original, sources, name, new, schema, tol)
-        edits[name] = edited
+        got = judge.predict(edited)
+        metrics |= score_manipulation(got, edited, original, sources, name, new, schema, tol)
+        edits[name] = edited, got, new
     names = list(ev["edit_steps"])
     for kind in ("success", "preservation", "joint", "tanimoto_median", "validity"):
         metrics[f"manipulation.{kind}"] = float(np.mean([metrics[f"manipulation.{name}.{kind}"] for name in names]))
@@ -120,7 +121,7 @@ def evaluate_molecules(cfg: dict, layout, backbone, plugin: PluGeN, generator: t
     metrics["time.train_flow_s"] = float(history["elapsed_s"].iloc[-1]) if len(history) else 0.0
 
     with atomic_dir(layout.plots) as out:
-        draw(out, cfg["name"], ev, generate, requested, sources, original, edits, schema)
+        draw(out, cfg["name"], ev, generate, requested, sources, original, edits)
         plots.training_curves(history, ["nll", "nll_labelled", "sigma"], out / "flow_curves.png", f"{cfg['name']}: flow training")
         run.log_history("backbone", read_table(layout.backbone_history).to_dict("records"))
         run.log_history("flow", history.to_dict("records"))
@@ -130,9 +131,10 @@ def evaluate_molecules(cfg: dict, layout, backbone, plugin: PluGeN, generator: t
     print(f"[evaluate] wrote {layout.metrics} and {layout.plots}/")
 
 
-def draw(out, title: str, ev: dict, generate, requested: dict, sources: np.ndarray, original: pd.DataFrame, edits: dict, schema, per_row: int = 6, n_rows: int = 5) -> None:
+def draw(out, title: str, ev: dict, generate, requested: dict, sources: np.ndarray, original: pd.DataFrame, edits: dict, per_row: int = 6, n_rows: int = 5) -> None:
     """generation_grid.png: molecules drawn for each requested value of the first targeted property, legends with
-    their computed value; manipulation_grid.png: a row per source molecule and its edits; property_histograms.png."""
+    their computed value; manipulation_grid.png: a row per source molecule and its edits (`edits`: per property, the
+    edited molecules, their properties and the values asked for); property_histograms.png."""
     name, values = next(iter(ev["targets"].items()))
     drawn = generate(pd.DataFrame({name: np.repeat(values, per_row)}))
     got = chemistry.properties(drawn)[name].to_numpy(float)
@@ -142,10 +144,8 @@ def draw(out, title: str, ev: dict, generate, requested: dict, sources: np.ndarr
     for i in range(min(n_rows, len(sources))):
         cells.append(sources[i])
         legends.append("source: " + ", ".join(f"{k} {original[k].iloc[i]:.2f}" for k in edits))
-        for name, edited in edits.items():
+        for name, (edited, got, asked) in edits.items():
             cells.append(edited[i])
-            value = chemistry.properties([edited[i]])[name].iloc[0]
-            asked = stepped(original[name].iloc[i : i + 1], ev["edit_steps"][name], schema[name]).iloc[0]
-            legends.append(f"{name} -> {asked:.2f}: {value:.2f}")
+            legends.append(f"{name} -> {asked.iloc[i]:.2f}: {got[name].iloc[i]:.2f}")
     chemistry.draw_grid(np.array(cells), legends, len(edits) + 1, out / "manipulation_grid.png", f"{title}: PluGeN manipulation (one property stepped per column)")
     plots.property_histograms(requested, out / "property_histograms.png", f"{title}: properties of generated molecules")

@@ -60,7 +60,7 @@ def publish_judge(params: dict, dataset: str) -> None:
     write(f"{dataset}-judge", judge.state_dict(), card, history, ["loss"], None)
 
 
-def image_quality(backbone, layout, real: np.ndarray, test_labels: pd.DataFrame, generator) -> tuple[dict, str, Callable]:
+def image_quality(backbone, layout, samples: np.ndarray, labels: pd.DataFrame, real: np.ndarray, test_labels: pd.DataFrame, generator) -> tuple[dict, str, Callable]:
     """Judge-feature FID/KID of prior samples (and reconstructions), the judge's accuracy on reconstructions and its
     confidence on samples; what the figures mean; what draws a grid of samples to a path."""
     judge = Judge.load(layout.judge)
@@ -77,7 +77,7 @@ def image_quality(backbone, layout, real: np.ndarray, test_labels: pd.DataFrame,
     return quality, f"FID/KID on the judge's features (not Inception), {N_QUALITY} samples vs {N_QUALITY} real test images; judge: {layout.judge}", draw
 
 
-def molecule_quality(backbone, layout, real: np.ndarray, test_labels: pd.DataFrame, generator) -> tuple[dict, str, Callable]:
+def molecule_quality(backbone, layout, samples: np.ndarray, labels: pd.DataFrame, real: np.ndarray, test_labels: pd.DataFrame, generator) -> tuple[dict, str, Callable]:
     """Validity, uniqueness and novelty of prior samples, exact reconstruction and Tanimoto of test molecules, and how
     well each property can be read off the latent means (R^2 of a linear and of an MLP probe, fit on training
     molecules, scored on test ones); a drawing of prior samples."""
@@ -89,16 +89,16 @@ def molecule_quality(backbone, layout, real: np.ndarray, test_labels: pd.DataFra
     from plugen_core import chemistry
     from plugen_core.molecule_evaluation import quality
 
-    samples, labels = read_array(layout.samples), read_table(layout.labels)
     train = samples[(labels["split"] == "train").to_numpy()]
     prior = backbone.decode_data(backbone.sample_prior(N_QUALITY, generator))
-    reconstructions = backbone.decode_data(backbone.encode_data(real))
+    test_latents = backbone.encode_data(real)
+    reconstructions = backbone.decode_data(test_latents)
     out = quality(prior, set(train), "samples") | {
         "reconstruction_exact": float((reconstructions == real).mean()),
         "reconstruction_tanimoto_median": float(np.median(chemistry.tanimoto(real, reconstructions))),
     }
     fit_rows = np.flatnonzero((labels["split"] == "train").to_numpy())[:5000]
-    fit_latents, test_latents = backbone.encode_data(samples[fit_rows]).numpy(), backbone.encode_data(real).numpy()
+    fit_latents, test_latents = backbone.encode_data(samples[fit_rows]).numpy(), test_latents.numpy()
     for name in chemistry.PROPERTIES:
         y_fit, y_test = labels[name].to_numpy(float)[fit_rows], test_labels[name].to_numpy(float)
         linear = make_pipeline(StandardScaler(), RidgeCV()).fit(fit_latents, y_fit)
@@ -120,7 +120,7 @@ def publish_backbone(params: dict, experiment: str) -> None:
     test = (labels["split"] == "test").to_numpy()
     real, test_labels = samples[test][:N_QUALITY], labels[test].reset_index(drop=True).iloc[:N_QUALITY]
     measure = molecule_quality if isinstance(backbone, SelfiesVAE) else image_quality
-    quality, note, draw_samples = measure(backbone, layout, real, test_labels, generator)
+    quality, note, draw_samples = measure(backbone, layout, samples, labels, real, test_labels, generator)
     history = read_table(layout.backbone_history)
     p = cfg["backbone"]
     card = {
