@@ -68,9 +68,26 @@ FLOW = {  # every key the train_flow stage reads, with what it must be
 }
 
 
-def check(where: str, values: dict, rules: dict[str, Callable]) -> None:
-    """Refuse, before any work, a section with an unknown key (naming the closest known one), a missing key, or a
-    value of the wrong type or range, naming the key."""
+def fraction(v) -> str | None:
+    return None if _number(v) and 0 <= v <= 1 else "a number in [0, 1]"
+
+
+JUDGE = {  # the judge's network: the evaluation judge (train_judge) and a GAN's labeller (align_labels)
+    "width": whole(1),
+    "epochs": whole(1),
+    "batch_size": whole(1),
+    "lr": positive,
+    "augment": fraction,
+}
+LABELLER = JUDGE | {
+    "threshold": fraction,
+    "size": lambda v: None if v is None or whole(1)(v) is None else "null (every training sample) or a whole number >= 1",
+}
+
+
+def check(where: str, values: dict, rules: dict[str, Callable], optional: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, a section with an unknown key (naming the closest known one), a missing key (unless
+    `optional`), or a value of the wrong type or range, naming the key."""
     if not isinstance(values, dict):
         raise PlugenInputError(f"params: {where} must be a mapping, got {values!r}")
     for key in sorted(set(values) - set(rules)):
@@ -78,6 +95,8 @@ def check(where: str, values: dict, rules: dict[str, Callable]) -> None:
         raise PlugenInputError(f"params: {where}.{key} is not a setting" + (f"; did you mean '{close[0]}'?" if close else f" (known: {sorted(rules)})"))
     for key, rule in rules.items():
         if key not in values:
+            if key in optional:
+                continue
             raise PlugenInputError(f"params: {where}.{key} is missing")
         expected = rule(values[key])
         if expected:
@@ -141,6 +160,8 @@ def experiment(params: dict, name: str) -> dict:
         resolved[key] = merge(params.get(key) or {}, entry.get(key, {}))
     if resolved["flow"]:
         check(f"flow (with experiments.{name}.flow)", resolved["flow"], FLOW)
+    if resolved["labeller"] is not None:
+        check(f"experiments.{name}.labeller", resolved["labeller"], LABELLER, optional=("size",))
     if params.get("tracking"):
         resolved["tracking"] = {**params["tracking"], "experiment": name}
     return resolved

@@ -13,6 +13,7 @@ import torch
 from nflows.transforms import ActNorm, AdditiveCouplingTransform, AffineCouplingTransform, CompositeTransform
 from torch import nn
 
+from plugen_core import resume
 from plugen_core.io import PlugenInputError, load_checkpoint, save_checkpoint
 from plugen_core.prior import PluGeNPrior
 from plugen_core.schema import Schema
@@ -186,6 +187,7 @@ def fit(
     generator: torch.Generator,
     labelled_share: float = 0.0,
     input_noise: float = 0.0,
+    state: resume.TrainingState | None = None,
 ) -> list[dict]:
     """Maximum likelihood under the PluGeN prior; rows whose context is all NaN are unlabelled. With 0 epochs the
     flow stays the identity (couplings start at zero, ActNorm initialises in its first training step).
@@ -193,16 +195,18 @@ def fit(
     labels are not drowned by many unlabelled latents; 0 keeps the natural share.
     `input_noise`: std of Gaussian noise added to w in training. With few labels the flow otherwise
     memorises them (perfect on labelled latents, far worse on held-out ones); noise makes it learn
-    attribute directions that hold in a neighbourhood of each latent."""
+    attribute directions that hold in a neighbourhood of each latent.
+    `state`: where the loop saves each epoch and resumes from (plugen_core/resume.py)."""
     if epochs < 0:
         raise PlugenInputError(f"flow.epochs must be >= 0 (0: an untrained flow, the negative control), got {epochs}")
     device = model._device()
     labelled = ~torch.isnan(context).all(dim=1)
     w, context = w.to(device), context.to(device)  # moved once; batches are gathered where they live
     opt = torch.optim.Adam(model.parameters(), lr=lr, fused=True)  # Adam's update in one kernel for every parameter: fewer ops
-    history = []
-    start = time.perf_counter()
-    for epoch in range(epochs):
+    history: list[dict] = []
+    epochs_left = resume.epochs(state, epochs, history, generator, model=model, optimiser=opt)
+    start = time.perf_counter() - (history[-1]["elapsed_s"] if history else 0.0)  # a resumed run's clock goes on
+    for epoch in epochs_left:
         model.train()
         sigma = sigma_schedule(epoch, sigma0, sigma_gamma, sigma_min)
         model.prior.sigma.fill_(sigma)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from plugen_core import resume
 from plugen_core.images import from_uint8, gaussian_blur
 from plugen_core.io import PlugenInputError, inference_batch, load_checkpoint, save_checkpoint
 from plugen_core.schema import Schema
@@ -88,7 +89,7 @@ class Judge(nn.Module):
                 confidence[a.name] = torch.softmax(torch.from_numpy(out[:, sl]), dim=1).max(dim=1).values.numpy()
         return self.schema.decode(out), pd.DataFrame(confidence)
 
-    def fit(self, samples: np.ndarray, labels: pd.DataFrame, epochs: int, batch_size: int, lr: float, augment: float, device, generator) -> list[dict]:
+    def fit(self, samples: np.ndarray, labels: pd.DataFrame, epochs: int, batch_size: int, lr: float, augment: float, device, generator, state=None) -> list[dict]:
         """`augment`: fraction of each image batch given mild blur and noise, so decoded images are judged fairly.
         Rows with a missing label are left out."""
         known = labels[self.schema.names].notna().all(axis=1).to_numpy()
@@ -98,8 +99,8 @@ class Judge(nn.Module):
         self.to(device).train()
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(samples) / batch_size))
-        history = []
-        for epoch in range(epochs):
+        history: list[dict] = []
+        for epoch in resume.epochs(state, epochs, history, generator, model=self, optimiser=opt, schedule=sched):
             perm = torch.randperm(len(samples), generator=generator).numpy()
             total = 0.0
             for start in tqdm(range(0, len(samples), batch_size), desc=f"judge epoch {epoch + 1}/{epochs}", leave=False):

@@ -19,15 +19,13 @@ from plugen_core.datasets.labels import select_labelled
 from plugen_core.evaluation import summarise
 from plugen_core.io import PlugenInputError
 from plugen_core.judge import Judge
+from plugen_core.resume import TrainingState
 from plugen_core.schema import Schema
 
-KEYS = ("width", "epochs", "batch_size", "lr", "augment", "threshold")
-
-
-def train_labeller(schema: Schema, samples: np.ndarray, labelled: pd.DataFrame, p: dict, device, generator: torch.Generator) -> Judge:
+def train_labeller(schema: Schema, samples: np.ndarray, labelled: pd.DataFrame, p: dict, device, generator: torch.Generator, state: TrainingState | None = None) -> Judge:
     """A classifier trained on the labelled subset (`labelled.id` indexes `samples`)."""
     labeller = Judge(schema, input_shape=samples.shape[1:], width=p["width"])
-    labeller.fit(samples[labelled["id"].to_numpy()], labelled.reset_index(drop=True), p["epochs"], p["batch_size"], p["lr"], p["augment"], device, generator)
+    labeller.fit(samples[labelled["id"].to_numpy()], labelled.reset_index(drop=True), p["epochs"], p["batch_size"], p["lr"], p["augment"], device, generator, state)
     return labeller
 
 

@@ -1,5 +1,5 @@
-"""params.yaml is checked before any work: an unknown, missing, mistyped or out-of-range flow setting and an unsafe
-experiment or dataset name are refused, naming the key (with the closest known one for a typo)."""
+"""params.yaml is checked before any work: an unknown, missing, mistyped or out-of-range flow, labeller or judge
+setting and an unsafe experiment or dataset name are refused, naming the key (with the closest known one for a typo)."""
 import copy
 from pathlib import Path
 
@@ -46,3 +46,43 @@ def test_unsafe_names_are_refused_before_any_path_is_made(name):
     for resolve in (config.experiment, config.dataset):
         with pytest.raises(PlugenInputError, match="it names folders"):
             resolve(params, name)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p.update(epoch=3), "experiments.shapes-gan.labeller.epoch is not a setting; did you mean 'epochs'?"),
+        (lambda p: p.update(threshold=1.5), "experiments.shapes-gan.labeller.threshold must be a number in [0, 1], got 1.5"),
+        (lambda p: p.update(size=0), "labeller.size must be null (every training sample) or a whole number >= 1, got 0"),
+        (lambda p: p.pop("lr"), "experiments.shapes-gan.labeller.lr is missing"),
+    ],
+)
+def test_a_bad_labeller_setting_is_refused_naming_it(edit, message):
+    params = copy.deepcopy(PARAMS)
+    edit(params["experiments"]["shapes-gan"]["labeller"])
+    with pytest.raises(PlugenInputError) as e:
+        config.experiment(params, "shapes-gan")
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p.update(epocs=3), "judge.epocs is not a setting; did you mean 'epochs'?"),
+        (lambda p: p.update(augment=2), "judge.augment must be a number in [0, 1], got 2"),
+        (lambda p: p.update(epochs=0), "judge.epochs must be a whole number >= 1, got 0"),
+    ],
+)
+def test_a_bad_judge_setting_stops_train_judge_before_it_reads_data(edit, message, tmp_path, monkeypatch, capsys):
+    from plugen_core.io import run_stage
+    from plugen_core.stages import train_judge
+
+    params = copy.deepcopy(PARAMS)
+    params["datasets"]["shapes"]["pretrained_judge"] = None  # the judge is trained here, so its settings matter
+    edit(params["judge"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)  # no data/ here: a check after reading would fail on the missing file instead
+    monkeypatch.setattr("sys.argv", ["train_judge", "--dataset", "shapes"])
+    with pytest.raises(SystemExit) as e:
+        run_stage(train_judge.main)
+    assert e.value.code == 2 and message in capsys.readouterr().err

@@ -15,6 +15,7 @@ from torch import nn
 
 from plugen_core.images import from_uint8, to_uint8
 from plugen_core.io import PlugenInputError, inference_batch, load_checkpoint, save_checkpoint
+from plugen_core.resume import TrainingState
 
 
 class Backbone(nn.Module, ABC):
@@ -50,8 +51,11 @@ class Backbone(nn.Module, ABC):
         """Model output -> stored data format."""
 
     @abstractmethod
-    def fit(self, data: np.ndarray, epochs: int, batch_size: int, lr: float, device: torch.device, generator: torch.Generator) -> list[dict]:
-        """Pre-train on unlabelled data; returns one dict of metrics per epoch."""
+    def fit(
+        self, data: np.ndarray, epochs: int, batch_size: int, lr: float, device: torch.device, generator: torch.Generator, state: TrainingState | None = None
+    ) -> list[dict]:
+        """Pre-train on unlabelled data; returns one dict of metrics per epoch. `state`: where the loop saves each
+        epoch and resumes from (plugen_core/resume.py)."""
 
     @property
     def device(self) -> torch.device:

@@ -22,6 +22,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from plugen_core import resume
 from plugen_core.backbones.base import ImageBackbone
 
 
@@ -88,15 +89,15 @@ class DCGAN(ImageBackbone):
         (grad,) = torch.autograd.grad(self.discriminator(real).sum(), real, create_graph=True)
         return 0.5 * self.r1_gamma * grad.square().sum(dim=(1, 2, 3)).mean()
 
-    def fit(self, data, epochs, batch_size, lr, device, generator) -> list[dict]:
+    def fit(self, data, epochs, batch_size, lr, device, generator, state=None) -> list[dict]:
         """Hinge loss, one discriminator step per generator step; `lr` is the generator's (and the mapping's)."""
         self.to(device).train()
         synthesis = nn.Sequential(self.mapping, self.generator_logits)  # what the moving average follows
         opt_g = torch.optim.Adam(synthesis.parameters(), lr=lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr * self.discriminator_lr_scale, betas=(0.5, 0.999))
         ema = AveragedModel(synthesis, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True) if self.ema_decay else None
-        history = []
-        for epoch in range(epochs):
+        history: list[dict] = []
+        for epoch in resume.epochs(state, epochs, history, generator, model=self, generator_optimiser=opt_g, discriminator_optimiser=opt_d, ema=ema):
             perm = torch.randperm(len(data), generator=generator).numpy()
             sums = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0, "r1": 0.0}
             for start in tqdm(range(0, len(data), batch_size), desc=f"gan epoch {epoch + 1}/{epochs}", leave=False):

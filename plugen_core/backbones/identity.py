@@ -30,5 +30,5 @@ class LatentSpace(Backbone):
     def postprocess(self, x: torch.Tensor) -> np.ndarray:
         return x.detach().cpu().numpy().astype(np.float32)
 
-    def fit(self, data, epochs, batch_size, lr, device, generator) -> list[dict]:
+    def fit(self, data, epochs, batch_size, lr, device, generator, state=None) -> list[dict]:
         return []  # nothing to train

@@ -98,5 +98,5 @@ class Imported(Backbone):
     def postprocess(self, x: torch.Tensor) -> np.ndarray:
         return self.model.postprocess(x)
 
-    def fit(self, data, epochs, batch_size, lr, device, generator) -> list[dict]:
+    def fit(self, data, epochs, batch_size, lr, device, generator, state=None) -> list[dict]:
         return []  # supplied pre-trained

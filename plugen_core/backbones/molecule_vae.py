@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from plugen_core import resume
 from plugen_core.backbones.base import Backbone
 from plugen_core.io import PlugenInputError, inference_batch
 
@@ -138,7 +139,7 @@ class SelfiesVAE(Backbone):
         accuracy = ((logits.argmax(dim=1) == tokens) & real).sum() / real.sum()
         return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "token_accuracy": accuracy}
 
-    def fit(self, data, epochs, batch_size, lr, device, generator) -> list[dict]:
+    def fit(self, data, epochs, batch_size, lr, device, generator, state=None) -> list[dict]:
         """The KL weight rises from 0 to beta over the first third of training, so the latent is used before it is
         pulled towards the prior (posterior collapse, the usual failure of a sequence VAE)."""
         tokens = self.preprocess(data)
@@ -146,19 +147,18 @@ class SelfiesVAE(Backbone):
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         total = epochs * math.ceil(len(tokens) / batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
-        history, step = [], 0
-        for epoch in range(epochs):
+        history: list[dict] = []
+        for epoch in resume.epochs(state, epochs, history, generator, model=self, optimiser=opt, schedule=sched):
             perm = torch.randperm(len(tokens), generator=generator)
             sums: dict[str, float] = {}
             for start in tqdm(range(0, len(tokens), batch_size), desc=f"selfies-vae epoch {epoch + 1}/{epochs}", leave=False):
                 batch = tokens[perm[start : start + batch_size]].to(device)
-                terms = self.loss(batch, self.beta * min(1.0, 3 * step / total))
+                terms = self.loss(batch, self.beta * min(1.0, 3 * sched.last_epoch / total))  # last_epoch: steps taken
                 opt.zero_grad()
                 terms["loss"].backward()
                 nn.utils.clip_grad_norm_(self.parameters(), 5.0)
                 opt.step()
                 sched.step()
-                step += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v.item() * len(batch)
             row = {"epoch": epoch + 1, **{k: v / len(tokens) for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from plugen_core import resume
 from plugen_core.backbones.base import ImageBackbone
 
 
@@ -51,12 +52,12 @@ class ConvVAE(ImageBackbone):
         kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=1).mean()
         return {"loss": recon + self.beta * kl, "recon": recon, "kl": kl}
 
-    def fit(self, data, epochs, batch_size, lr, device, generator) -> list[dict]:
+    def fit(self, data, epochs, batch_size, lr, device, generator, state=None) -> list[dict]:
         self.to(device).train()
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * math.ceil(len(data) / batch_size))
-        history = []
-        for epoch in range(epochs):
+        history: list[dict] = []
+        for epoch in resume.epochs(state, epochs, history, generator, model=self, optimiser=opt, schedule=sched):
             perm = torch.randperm(len(data), generator=generator).numpy()
             sums: dict[str, float] = {}
             for start in tqdm(range(0, len(data), batch_size), desc=f"vae epoch {epoch + 1}/{epochs}", leave=False):

@@ -11,6 +11,7 @@ import pandas as pd
 from plugen_core import labelling
 from plugen_core.datasets.labels import enforce_held_out
 from plugen_core.io import PlugenInputError, read_array, read_json, read_table, run_stage, write_json, write_table
+from plugen_core.resume import TrainingState
 from plugen_core.schema import Schema
 from plugen_core.stages import experiment_stage
 
@@ -53,13 +54,14 @@ def main() -> None:
     held_out = cfg["dataset"]["labelled"].get("held_out") or []
     labelled, record = enforce_held_out(read_table(layout.labelled), held_out)  # the data stage's choice holds none
     stats = {"source": "dataset labels", "held_out": record}
+    state = None  # a labeller's training progress, when one is trained
     if layout.generated.is_file():  # sampled latents: label what they generate
         p = cfg["labeller"]
-        missing = [k for k in labelling.KEYS if k not in (p or {})]
-        if missing:
-            raise PlugenInputError(f"params: experiments.{cfg['name']}.labeller needs {list(labelling.KEYS)} (missing {missing}): its backbone has no encoder, so a classifier labels its samples")
+        if not p:
+            raise PlugenInputError(f"params: experiments.{cfg['name']}.labeller is missing: its backbone has no encoder, so a classifier labels its samples")
         samples = read_array(layout.samples)
-        labeller = labelling.train_labeller(Schema.from_dict({"attributes": spec}), samples, labelled, p, device, generator)
+        state = TrainingState(f"align_labels@{cfg['name']}", {"labeller": p, "seed": cfg["seed"]}, [layout.samples, layout.labelled, layout.attributes])
+        labeller = labelling.train_labeller(Schema.from_dict({"attributes": spec}), samples, labelled, p, device, generator, state)
         rules = cfg["dataset"]["labelled"] | ({"size": p["size"]} if "size" in p else {})
         labelled, stats = labelling.label_generated(labeller.cpu(), read_array(layout.generated), index, rules, p["threshold"], np.random.default_rng(cfg["seed"]))
         stats["source"] = "labeller trained on the dataset's labelled subset"
@@ -71,6 +73,8 @@ def main() -> None:
     write_table(table, layout.table)
     write_json(schema.to_dict(), layout.schema)
     write_json(stats, layout.labelling)
+    if state:
+        state.clear()
     print(f"[align_labels] {int(table['labelled'].sum())} labelled of {len(table)} latents ({stats['source']}), attributes {schema.names} -> {layout.aligned}/")
 
 

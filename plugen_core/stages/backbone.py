@@ -17,6 +17,7 @@ from plugen_core.backbones.base import ImageBackbone
 from plugen_core.backbones.identity import LatentSpace
 from plugen_core.backbones.molecule_vae import SelfiesVAE, alphabet_of
 from plugen_core.io import PlugenInputError, read_array, read_table, run_stage, write_table
+from plugen_core.resume import TrainingState
 from plugen_core.stages import experiment_stage
 
 
@@ -59,16 +60,18 @@ def main() -> None:
     split = read_table(layout.labels)["split"].to_numpy()
     model = build_for(p, samples, f"experiments.{cfg['name']}.backbone")
     train = samples[split == "train"]
+    state = TrainingState(f"backbone@{cfg['name']}", {"backbone": p, "seed": cfg["seed"]}, [layout.samples, layout.labels])
     start = time.perf_counter()
     if p.get("pretrained"):  # shipped pre-trained (zoo/): nothing to train
         history, how = [], f"pre-trained, from {p['pretrained']}"
     else:
-        history, how = model.fit(train, p.get("epochs", 0), p.get("batch_size", 0), p.get("lr", 0.0), device, generator), f"trained on {len(train)} samples"
+        history, how = model.fit(train, p.get("epochs", 0), p.get("batch_size", 0), p.get("lr", 0.0), device, generator, state), f"trained on {len(train)} samples"
     seconds = time.perf_counter() - start
     print(f"[backbone] {p['kind']} ({model.latent_dim}-dim latents) {how}, {device}, {seconds:.1f}s")
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{os.cpu_count()} CPU cores"
     model.cpu().save(layout.backbone, trained={"seconds": seconds, "device": str(device), "hardware": hardware, "threads": torch.get_num_threads()})
     write_table(pd.DataFrame(history, columns=["epoch"] if not history else None), layout.backbone_history)
+    state.clear()
     print(f"[backbone] wrote {layout.backbone}, {layout.backbone_history}")
 
 

@@ -6,6 +6,7 @@ import pandas as pd
 import torch
 
 from plugen_core import flow
+from plugen_core.resume import TrainingState
 from plugen_core.io import PlugenInputError, read_array, read_json, read_table, run_stage, write_table
 from plugen_core.schema import Schema
 from plugen_core.stages import experiment_stage
@@ -33,12 +34,14 @@ def main() -> None:
         schema, w.shape[1], labelled_context, p["sigma0"], p["balanced"], p["continuous_sigma_scale"],
         coupling=p["coupling"], couplings=p["couplings"], hidden=p["hidden"], layers=p["layers"],
     ).to(device)
+    state = TrainingState(f"train_flow@{cfg['name']}", {"flow": p, "seed": cfg["seed"]}, [layout.latents, layout.table, layout.schema])
     history = flow.fit(
         model, w, torch.from_numpy(context), p["epochs"], p["batch_size"], p["lr"],
-        p["sigma0"], p["sigma_gamma"], p["sigma_min"], p["grad_clip"], generator, p["labelled_share"], p["input_noise"],
+        p["sigma0"], p["sigma_gamma"], p["sigma_min"], p["grad_clip"], generator, p["labelled_share"], p["input_noise"], state,
     )
     model.cpu().save(layout.plugen)
     write_table(pd.DataFrame(history, columns=flow.HISTORY_COLUMNS), layout.flow_history)
+    state.clear()
     seconds = history[-1]["elapsed_s"] if history else 0.0  # 0 epochs: the untrained control
     print(f"[train_flow] {len(w)} latents ({len(labelled_context)} labelled), {len(history)} epochs in {seconds:.1f}s on {device} -> {layout.plugen}, {layout.flow_history}")
 

@@ -15,6 +15,7 @@ from plugen_core import checkpoints, config
 from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, run_stage, section, seed_everything, write_table
 from plugen_core.judge import Judge, PropertyJudge
 from plugen_core.layout import DatasetLayout
+from plugen_core.resume import TrainingState
 from plugen_core.schema import Schema
 
 
@@ -26,6 +27,8 @@ def main() -> None:
     params = load_params(args.params)
     entry = config.dataset(params, args.dataset)
     p = section(params, "judge")
+    if entry["source"] not in config.MOLECULE_SOURCES and not entry.get("pretrained_judge"):  # a judge is trained here
+        config.check("judge", p, config.JUDGE)
     layout = DatasetLayout(args.dataset)
     generator = seed_everything(params.get("seed", 0))
     device = resolve_device(params.get("device", "auto"))
@@ -33,6 +36,7 @@ def main() -> None:
     samples = read_array(layout.samples)
     labels = read_table(layout.labels)
     schema = Schema.from_dict({"attributes": read_json(layout.attributes)})
+    state = TrainingState(f"train_judge@{args.dataset}", {"judge": p, "seed": params.get("seed", 0)}, [layout.samples, layout.labels])
     start = time.perf_counter()
     if entry["source"] in config.MOLECULE_SOURCES:  # RDKit computes the properties exactly: nothing to train
         judge, how, history = PropertyJudge(schema), f"RDKit computes {schema.names}", []
@@ -43,12 +47,13 @@ def main() -> None:
         split = "judge" if (labels["split"] == "judge").any() else "train"
         rows = (labels["split"] == split).to_numpy()
         judge = Judge(schema, input_shape=samples.shape[1:], width=p["width"])
-        history = judge.fit(samples[rows], labels[rows].reset_index(drop=True), p["epochs"], p["batch_size"], p["lr"], p["augment"], device, generator)
+        history = judge.fit(samples[rows], labels[rows].reset_index(drop=True), p["epochs"], p["batch_size"], p["lr"], p["augment"], device, generator, state)
         how = f"trained on the {split} split ({int(rows.sum())} rows)"
     if isinstance(judge, Judge):
         judge.cpu()
     judge.save(layout.judge, trained={"seconds": time.perf_counter() - start, "device": str(device), "threads": torch.get_num_threads()})
     write_table(pd.DataFrame(history, columns=["epoch", "loss"]), layout.judge_history)
+    state.clear()
     print(f"[train_judge] {args.dataset}: {how} -> {layout.judge}, {layout.judge_history}")
 
 
