@@ -4,7 +4,8 @@ Data flows forward through DVC only. The training stages never talk to MLflow, s
 a trained model and no run is left RUNNING by a killed stage: `evaluate`, the last stage of an experiment, opens the
 run, logs the experiment's effective settings (plugen_core/config.py, flattened), the per-epoch curves it reads from
 the training histories (step = epoch), the metrics, pictures and the model, and ends it, FINISHED, or FAILED (KILLED
-on Ctrl-C) if the stage fails, all in one process.
+on Ctrl-C) if the stage fails, all in one process. An evaluate killed outright (kill -9, a power cut) cannot end its
+run: the next evaluate of the experiment on the same machine marks it KILLED (each run records its host and pid).
 
 Where: MLFLOW_TRACKING_URI, else params `tracking.uri`, else sqlite:///<project root>/mlflow/mlflow.db with the
 artifacts beside it in mlflow/artifacts/. The project root is the repository DVC runs for (DVC_ROOT), so
@@ -23,6 +24,7 @@ import math
 import numbers
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -144,6 +146,7 @@ class PipelineRun:
             raise PlugenInputError(f"params: tracking.primary_direction must be 'max' or 'min', got {settings['primary_direction']!r}")
         self.client = connect(self.uri)
         self.run_id = self._create()
+        self._end_orphans()
 
     def _create(self) -> str:
         """A new run: the whole params.yaml, flattened, and tags saying where and from what it ran."""
@@ -157,6 +160,15 @@ class PipelineRun:
         self.client.log_batch(run.info.run_id, params=params)
         print(f"[{self.stage}] MLflow run {run.info.run_id} opened at {self.uri}")
         return run.info.run_id
+
+    def _end_orphans(self) -> None:
+        """Runs of this experiment left RUNNING by an evaluate on this machine whose process is gone: KILLED."""
+        experiment = self.client.get_run(self.run_id).info.experiment_id
+        for run in self.client.search_runs([experiment], "attributes.status = 'RUNNING'"):
+            tags = run.data.tags
+            if tags.get("plugen.host") == socket.gethostname() and "plugen.pid" in tags and not _alive(int(tags["plugen.pid"])):
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                print(f"[{self.stage}] MLflow run {run.info.run_id} was left RUNNING by a killed evaluate (pid {tags['plugen.pid']}): marked KILLED")
 
     @tracked
     def check_primary_metric(self, names: set[str]) -> None:
@@ -235,8 +247,20 @@ def _run_tags(params: dict) -> dict[str, str]:
         "device": str(io.resolve_device(params.get("device", "auto"))),
         "backbone.kind": params.get("backbone", {}).get("kind"),
         "dataset": params.get("dataset", {}).get("name"),
+        "plugen.host": socket.gethostname(),  # with the pid: tells a run whose process was killed from a live one
+        "plugen.pid": str(os.getpid()),
     }
     return {key: value for key, value in tags.items() if value}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _dirty() -> bool:

@@ -2,6 +2,7 @@
 evaluation's run is opened and ended, that no training stage talks to MLflow, and what an unreachable server does. The end-to-end runs are in
 tests/test_registry.py."""
 import math
+import os
 import random
 import re
 import socket
@@ -167,3 +168,19 @@ def test_concurrent_promotions_end_on_the_best_version(store, tmp_path):
             t.join()
         champion = client.get_model_version_by_alias(name, "champion")
         assert not errors and float(champion.tags["acc"]) == max(values), (round_, errors)
+
+
+def test_a_run_left_running_by_a_killed_evaluate_is_ended_by_the_next_one(params, store):
+    """kill -9 leaves no chance to end a run; the experiment's next evaluation on this machine ends it as KILLED,
+    while a run whose process is alive (a concurrent evaluation) stays RUNNING."""
+    client = MlflowClient(store)
+    with tracking.pipeline_run("evaluate", params) as first:
+        experiment = client.get_run(first.run_id).info.experiment_id
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True).stdout.strip()
+    here = {"plugen.host": socket.gethostname()}
+    killed = client.create_run(experiment, tags=here | {"plugen.pid": dead}).info.run_id
+    alive = client.create_run(experiment, tags=here | {"plugen.pid": str(os.getpid())}).info.run_id
+    elsewhere = client.create_run(experiment, tags={"plugen.host": "another-machine", "plugen.pid": dead}).info.run_id
+    with tracking.pipeline_run("evaluate", params):
+        pass
+    assert [status(store, r) for r in (killed, alive, elsewhere)] == ["KILLED", "RUNNING", "RUNNING"]
