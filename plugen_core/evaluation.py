@@ -161,6 +161,27 @@ def score_edit(hits: dict[str, np.ndarray], name: str) -> dict[str, float]:
     }
 
 
+def score_controls(generate, edit, judge, schema: Schema, held_out: list[dict], ev: dict, rng: np.random.Generator, edit_latents: torch.Tensor, original: pd.DataFrame) -> dict[str, float]:
+    """Generation (seen / unseen, joint) and manipulation scores of any method of attribute control, so PluGeN and the
+    baselines are scored by the same code on the same targets (same `rng` state): `generate(targets)` and
+    `edit(w, edits)` return what `judge(samples)` reads; `edit` None: a method that only generates. `original`: what
+    the judge reads on `edit_latents` before editing."""
+    tol = ev["continuous_tolerance"]
+    metrics: dict[str, float] = {}
+    for group, targets in generation_targets(schema, held_out, ev["n_generation"], rng).items():
+        if len(targets):
+            metrics |= score_generation(judge(generate(targets)), targets, schema, group, held_out, tol)
+    if edit is None:
+        return metrics
+    for name in schema.names:
+        new = edit_targets(schema, original, name, rng)
+        edited = edit(edit_latents, pd.DataFrame({name: new.to_numpy()}))
+        metrics |= score_edit(agreement(judge(edited), original.assign(**{name: new}), schema, tol), name)
+    for kind in ("success", "preservation", "joint"):
+        metrics[f"manipulation.{kind}"] = float(np.mean([metrics[f"manipulation.{name}.{kind}"] for name in schema.names]))
+    return metrics
+
+
 def matches_any(df: pd.DataFrame, combinations: list[dict]) -> np.ndarray:
     hit = np.zeros(len(df), dtype=bool)
     for combo in combinations:

@@ -164,8 +164,9 @@ def read_array(path: str | Path) -> np.ndarray:
 
 
 def save_checkpoint(obj: dict, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)  # to a file object: a path would name the archive after the random temp name, so equal
+        # checkpoints would differ byte for byte (and DVC would see a changed output)
 
 
 def load_checkpoint(path: str | Path, required_keys: tuple[str, ...] = ()) -> dict:

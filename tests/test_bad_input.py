@@ -179,3 +179,20 @@ def test_a_label_column_is_never_guessed(column, message):
 def test_a_continuous_column_with_few_values_stays_continuous():
     _, spec = infer_spec(pd.DataFrame({"c": [0, 1, 2] * 50}), ["c"], "attributes.csv")
     assert spec == [{"name": "c", "kind": "continuous", "low": 0.0, "high": 2.0}]
+
+
+def test_outputs_are_readable_by_whoever_can_read_the_repository(tmp_path):
+    """Temp files are private (0600) until renamed: outputs must get the user's umask modes, as DVC's do."""
+    import os
+
+    from plugen_core.io import atomic_dir, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json({"a": 1}, tmp_path / "out.json")
+        with atomic_dir(tmp_path / "plots") as folder:
+            (folder / "x.png").write_bytes(b"")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "plots").stat().st_mode & 0o777 == 0o755

@@ -131,3 +131,14 @@ def test_a_backbone_whose_config_disagrees_with_the_params_is_refused(tmp_path):
     ConvVAE(latent_dim=8, width=8).save(tmp_path / "backbone.pt")
     with pytest.raises(PlugenInputError, match=r"latent_dim: params 16 vs file 8"):
         load_backbone(tmp_path / "backbone.pt", {"kind": "vae", "latent_dim": 16})
+
+
+def test_the_same_checkpoint_saved_twice_is_the_same_bytes(tmp_path):
+    """DVC compares outputs by md5: an unchanged model must not look changed (the archive is not named after the
+    random temp file it is written through)."""
+    from plugen_core.io import save_checkpoint
+
+    state = {"state_dict": {"w": torch.arange(6.0)}, "config": {"a": 1}}
+    save_checkpoint(state, tmp_path / "a.pt")
+    save_checkpoint(state, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

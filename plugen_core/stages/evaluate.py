@@ -24,15 +24,13 @@ from plugen_core.evaluation import (
     RECONSTRUCTION_KEYS,
     FeatureExtractor,
     InceptionFeatures,
-    agreement,
     check_no_leak,
     check_settings,
     edit_targets,
     fid_kid,
     generation_targets,
     metric_names,
-    score_edit,
-    score_generation,
+    score_controls,
     summarise,
     uniform_targets,
 )
@@ -88,7 +86,6 @@ def evaluate(cfg: dict, layout, backbone, plugin: PluGeN, generator: torch.Gener
     latents = read_array(layout.latents)
     # test rows of the latents: the same rows as test_samples, or (sampled) fresh prior draws of the test split
     test_latents = torch.from_numpy(latents[(index["split"] == "test").to_numpy() & (test if not sampled else True)])
-    tol = ev["continuous_tolerance"]
 
     metrics: dict[str, float | str] = {"judge.space": "latent" if latent_space else "samples"}
     metrics |= summarise(judge.predict(test_samples), test_labels, schema, "judge")
@@ -99,24 +96,16 @@ def evaluate(cfg: dict, layout, backbone, plugin: PluGeN, generator: torch.Gener
         metrics |= recon | {"judge.accuracy_reconstructions": recon["reconstructions.accuracy"]}
         print(f"[evaluate] judge accuracy on reconstructions {recon['reconstructions.accuracy']:.3f}")
 
-    for group, targets in generation_targets(schema, held_out, ev["n_generation"], rng).items():
-        if len(targets):
-            metrics |= score_generation(judge.predict(generate(targets)), targets, schema, group, held_out, tol)
-            print(f"[evaluate] generation {group}: accuracy {metrics.get(f'generation.{group}.accuracy', float('nan')):.3f}, joint {metrics.get(f'generation.{group}.joint', float('nan')):.3f}, continuous MAE {metrics.get(f'generation.{group}.continuous_mae', float('nan')):.3f} of range")
-
     # what the test latents hold: their true labels, or (sampled latents) what the judge reads off their samples
     reference = judge.predict(to_samples(test_latents)) if sampled else test_labels[schema.names]
-    metrics |= summarise(plugin.classify(test_latents)[schema.names], reference, schema, "classifier")
-    print(f"[evaluate] free classifier (the plugin's p(y|z)): accuracy {metrics.get('classifier.accuracy', float('nan')):.3f} on {len(test_latents)} test latents")
-
     n_edit = min(ev["n_manipulation"], len(test_latents))
     edit_latents, original = test_latents[:n_edit].to(device), reference.iloc[:n_edit].reset_index(drop=True)
-    for name in schema.names:
-        new = edit_targets(schema, original, name, rng)
-        edited = to_samples(plugin.manipulate(edit_latents, pd.DataFrame({name: new.to_numpy()}), extrapolate=True))
-        metrics |= score_edit(agreement(judge.predict(edited), original.assign(**{name: new}), schema, tol), name)
-    for kind in ("success", "preservation", "joint"):
-        metrics[f"manipulation.{kind}"] = float(np.mean([metrics[f"manipulation.{name}.{kind}"] for name in schema.names]))
+    edit = lambda w, edits: to_samples(plugin.manipulate(w, edits, extrapolate=True))  # noqa: E731
+    metrics |= score_controls(generate, edit, judge.predict, schema, held_out, ev, rng, edit_latents, original)
+    for group in ("seen", "unseen"):
+        print(f"[evaluate] generation {group}: accuracy {metrics.get(f'generation.{group}.accuracy', float('nan')):.3f}, joint {metrics.get(f'generation.{group}.joint', float('nan')):.3f}, continuous MAE {metrics.get(f'generation.{group}.continuous_mae', float('nan')):.3f} of range")
+    metrics |= summarise(plugin.classify(test_latents)[schema.names], reference, schema, "classifier")
+    print(f"[evaluate] free classifier (the plugin's p(y|z)): accuracy {metrics.get('classifier.accuracy', float('nan')):.3f} on {len(test_latents)} test latents")
     print(f"[evaluate] manipulation success {metrics['manipulation.success']:.3f}, preservation {metrics['manipulation.preservation']:.3f}, joint {metrics['manipulation.joint']:.3f} ({n_edit} {'sampled' if sampled else 'test'} latents)")
 
     n_fid = min(ev["n_fid"], len(test_samples))
