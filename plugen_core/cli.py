@@ -1,17 +1,29 @@
 """The `plugen` command (also `python -m plugen_core.cli`).
 
-    plugen runs    the pipeline's MLflow runs per experiment, newest first: the params that differ between them, the
-                   key metrics, and the model version each registered (`@champion` marks the alias)
+    plugen generate  samples with the attributes you set (--set shape=triangle --set colour=blue), the rest drawn from
+                     their marginals: images as a PNG grid; molecules as a CSV of SMILES with RDKit's properties and a
+                     grid PNG beside it
+    plugen edit      an image or a SMILES (--input), or saved latents (--latent, for a GAN), with attributes moved
+    plugen classify  the plugin's own read-out of an input's attributes (its free classifier)
+    plugen demo      the interactive page: generate and edit with one control per attribute (http://127.0.0.1:7860)
+    plugen runs      the pipeline's MLflow runs per experiment, newest first: the params that differ between them, the
+                     key metrics, and the model version each registered (`@champion` marks the alias)
+
+The model is the pipeline's output for --experiment (models/<experiment>/, run from the project root), or a registered
+one: --model models:/plugen-shapes-vae@champion. Bad input is one line naming it, exit code 2, and no file written.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import torch
 
-from plugen_core import io, tracking
+from plugen_core import io, usage
 from plugen_core.io import PlugenInputError
+from plugen_core.samples import png_bytes, tile
 
 KEY_METRICS = [
     "generation.seen.joint",
@@ -30,12 +42,8 @@ def runs_table(params: dict, experiment: str, metrics: list[str], max_results: i
     """One row per run of `experiment`, newest first."""
     import mlflow
 
-    uri = tracking.tracking_uri(params)
-    if uri is None:
-        raise PlugenInputError("tracking is off in the params (tracking.uri: off, or no tracking section): no runs to show")
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise PlugenInputError(f"no MLflow store at {uri} yet: run the pipeline first, or run this from the project root")
-    client = tracking.connect(uri)
+    client = usage.open_store(params)
+    uri = mlflow.get_tracking_uri()
     runs = mlflow.search_runs(experiment_names=[experiment], max_results=max_results, order_by=["attributes.start_time DESC"])
     if runs.empty:
         raise PlugenInputError(f"no runs of MLflow experiment '{experiment}' at {uri} yet")
@@ -68,23 +76,186 @@ def runs_table(params: dict, experiment: str, metrics: list[str], max_results: i
     return table
 
 
+GRID_COLUMNS, GRID_ZOOM, GRID_GAP = 8, 4, 4  # an image grid: 8 to a row, each pixel 4x4 (32 px samples become 128 px)
+MOLECULES_PER_ROW = 4
+OUTPUT_SUFFIX = {"images": ".png", "molecules": ".csv", "vectors": ".csv"}
+MAX_SAMPLES = 1024
+
+
+def temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number >= 0 (0: every set attribute exactly at its target)")
+    return value
+
+
+def sample_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"{text!r}: a whole number from 1 to {MAX_SAMPLES}")
+    return int(text)
+
+
+def check_output(trained: usage.Trained, output: str | None, required: bool) -> Path | None:
+    """Refuse, before any work, an output this model cannot write."""
+    suffix = OUTPUT_SUFFIX[trained.modality]
+    if output is None:
+        if required:
+            raise PlugenInputError(f"{trained.name} writes {trained.modality}: name the output file with -o (e.g. -o out{suffix})")
+        return None
+    if Path(output).suffix.lower() != suffix:
+        raise PlugenInputError(f"{output}: {trained.name} writes {trained.modality} as a {suffix} file; name it *{suffix}")
+    return Path(output)
+
+
+def write_samples(trained: usage.Trained, samples: np.ndarray, output: Path, requested: pd.DataFrame | None = None) -> str:
+    """Write samples as this model's output file(s) (each atomically); returns what was written, for the user."""
+    if trained.modality == "images":
+        with io.atomic_path(output) as tmp:
+            tmp.write_bytes(png_bytes(tile(samples, min(GRID_COLUMNS, len(samples)), GRID_ZOOM, GRID_GAP)))
+        return f"{output} ({len(samples)} images)"
+    if trained.modality == "vectors":
+        table = pd.DataFrame(samples).add_prefix("x")
+        io.write_table(table if requested is None else requested.join(table), output)
+        return f"{output} ({len(samples)} vectors)"
+    from plugen_core.chemistry import draw_grid
+
+    table = usage.molecule_table(samples, requested)
+    grid = output.with_suffix(".png")
+    draw_grid(samples, usage.legends(table), MOLECULES_PER_ROW, grid, f"{trained.name}: {output.name}")
+    io.write_table(table, output)
+    return f"{output} ({len(samples)} molecules, {int((table['smiles'] != '').sum())} valid) and {grid}"
+
+
+def describe(settings: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()) or "nothing set"
+
+
+def generate_command(args: argparse.Namespace) -> None:
+    trained = usage.load(args.experiment, args.model, args.params)
+    settings = usage.parse_settings(args.set, trained.schema, args.extrapolate)
+    output = check_output(trained, args.output, required=True)
+    samples, drawn, w = usage.generate(trained, settings, args.n, args.temperature, args.seed)
+    print(f"wrote {write_samples(trained, samples, output, drawn)}: {describe(settings)}; other attributes drawn from their marginals")
+    if args.save_latents:
+        io.write_array(w.numpy(), args.save_latents)
+        print(f"wrote {args.save_latents} ({tuple(w.shape)} latents)")
+
+
+def source_latents(trained: usage.Trained, args: argparse.Namespace) -> tuple[torch.Tensor, np.ndarray | None]:
+    """The latents of --input (encoded by the backbone) or --latent, and the input itself."""
+    if args.latent:
+        return usage.read_latents(trained, args.latent), None
+    raw = usage.read_input(trained, args.input)
+    return usage.encode(trained, raw), raw
+
+
+def edit_command(args: argparse.Namespace) -> None:
+    trained = usage.load(args.experiment, args.model, args.params)
+    settings = usage.parse_settings(args.set, trained.schema, args.extrapolate)
+    if not settings:
+        raise PlugenInputError("nothing to edit: set at least one attribute, e.g. --set " + f"{trained.schema.names[0]}=...")
+    output = check_output(trained, args.output, required=trained.modality != "molecules")
+    w, source = source_latents(trained, args)
+    edited = usage.edit(trained, w, settings)
+    if trained.modality == "molecules":  # a molecule is read as text: show the edit under its source, both measured
+        sources = [] if source is None else list(source)
+        table = usage.molecule_table(np.array(sources + list(edited)))
+        print(table.round(3).assign(row=["input"] * len(sources) + ["edited"] * len(edited)).to_string(index=False))
+    if output is not None:
+        print(f"wrote {write_samples(trained, edited, output)}: {describe(settings)}")
+
+
+def classify_command(args: argparse.Namespace) -> None:
+    trained = usage.load(args.experiment, args.model, args.params)
+    if args.output and Path(args.output).suffix.lower() != ".csv":
+        raise PlugenInputError(f"{args.output}: the read-out is a table; name it *.csv")
+    w, _ = source_latents(trained, args)
+    table = usage.classify(trained, w)
+    print(table.round(3).to_string(index=False))
+    if args.output:
+        io.write_table(table, args.output)
+        print(f"wrote {args.output}")
+
+
+def demo_command(args: argparse.Namespace) -> None:
+    from plugen_core import demo
+
+    demo.serve(args.experiment, args.model, args.params, args.host, args.port)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line told in one line (and where the help is), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="plugen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = Parser(prog="plugen", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = ap.add_subparsers(dest="command", required=True)
+    params_help = "the experiments and the tracking store (default: %(default)s)"
+
+    def model_command(name: str, help: str, settings: bool = True) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help, description=help)
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("--experiment", help="an experiment of params.yaml, from the pipeline's outputs (models/<experiment>/)")
+        source.add_argument("--model", help="a registered MLflow model instead, e.g. models:/plugen-shapes-vae@champion")
+        parser.add_argument("--params", default="params.yaml", help=params_help)
+        if settings:
+            parser.add_argument("--set", action="append", default=[], metavar="ATTRIBUTE=VALUE",
+                                help="an attribute's value (a class, 0/1, or a number); repeatable")
+            parser.add_argument("--extrapolate", action="store_true", help="allow continuous values outside the trained range")
+        return parser
+
+    def input_arguments(parser: argparse.ArgumentParser) -> None:
+        given = parser.add_mutually_exclusive_group(required=True)
+        given.add_argument("--input", help="an image file (image models) or a SMILES (molecule models)")
+        given.add_argument("--latent", help="a .npy of latents saved by `plugen generate --save-latents` (a GAN has no encoder)")
+
+    gen = model_command("generate", "samples with the attributes you set; the others are drawn from their marginals")
+    gen.add_argument("-n", type=sample_count, default=16, help=f"how many samples, 1-{MAX_SAMPLES} (default: %(default)s)")
+    gen.add_argument("-o", "--output", help="images: a .png grid; molecules: a .csv of SMILES with RDKit properties, and a .png")
+    gen.add_argument("--temperature", type=temperature, help="spread of the attributes around their targets (default: the evaluation's)")
+    gen.add_argument("--seed", type=int, help="the same seed draws the same samples")
+    gen.add_argument("--save-latents", metavar="FILE.npy", help="also write the samples' latents, to edit them later with --latent")
+    gen.set_defaults(handler=generate_command)
+
+    edit = model_command("edit", "an input with the attributes you set moved and everything else kept")
+    input_arguments(edit)
+    edit.add_argument("-o", "--output", help="images: the edited image(s), a .png; molecules: a .csv (the edit is printed too)")
+    edit.set_defaults(handler=edit_command)
+
+    read = model_command("classify", "the plugin's own read-out of an input's attributes (its free classifier)", settings=False)
+    input_arguments(read)
+    read.add_argument("-o", "--output", help="also write the read-out as a .csv")
+    read.set_defaults(handler=classify_command)
+
+    page = commands.add_parser("demo", help="the interactive page", description="generate and edit on a page, one control per attribute")
+    page.add_argument("--experiment", action="append", help="an experiment to offer; repeatable (default: each one trained here)")
+    page.add_argument("--model", action="append", help="a registered MLflow model to offer too; repeatable")
+    page.add_argument("--params", default="params.yaml", help=params_help)
+    page.add_argument("--host", default="127.0.0.1", help="the address to bind (default: %(default)s, this machine only)")
+    page.add_argument("--port", type=int, default=7860)
+    page.set_defaults(handler=demo_command)
+
     runs = commands.add_parser("runs", help="compare the pipeline's MLflow runs")
     runs.add_argument("--params", default="params.yaml", help="where the tracking settings are read (default: %(default)s)")
     runs.add_argument("--metric", action="append", help=f"a metric column; repeatable (default: {' '.join(KEY_METRICS)})")
     runs.add_argument("--experiment", action="append", help="an experiment of params.yaml; repeatable (default: every one listed)")
     runs.add_argument("--max-results", type=int, default=20)
+    runs.set_defaults(handler=runs_command)
     args = ap.parse_args(argv)
+    io.run_stage(lambda: args.handler(args))
 
-    def show() -> None:
-        params = io.load_params(args.params)
-        for experiment in args.experiment or list(io.section(params, "experiments")):
-            print(f"== {experiment}")
-            print(runs_table(params, experiment, args.metric or KEY_METRICS, args.max_results).to_string())
 
-    io.run_stage(show)
+def runs_command(args: argparse.Namespace) -> None:
+    params = io.load_params(args.params)
+    for experiment in args.experiment or list(io.section(params, "experiments")):
+        print(f"== {experiment}")
+        print(runs_table(params, experiment, args.metric or KEY_METRICS, args.max_results).to_string())
 
 
 if __name__ == "__main__":

@@ -7,19 +7,17 @@ needs nothing but the registry and the pinned packages:
     images = decode_images(out)  # uint8 (2, 32, 32, 3)
 
 Input: one row per requested sample, one column per attribute: a categorical one as its class name, a binary one as
-0/1, a continuous one as a float (7.0, not 7: MLflow refuses to turn other integers into floats) in the attribute's
-units. A missing column or a null leaves the attribute unspecified: it is drawn from its marginal.
+0/1, a continuous one as a number in the attribute's units. A missing column or a null leaves the attribute
+unspecified: it is drawn from its marginal; N rows that set nothing are N samples of the marginals.
 Output: the same rows with every attribute filled in (the values each sample was drawn for) and `image_png`, the
 sample as a base64 PNG (or, for a backbone whose samples are not images, `sample_json`: the sample as a JSON list). Params: `temperature` and `style_temperature` (default: the evaluation's), `seed` (-1: none).
 """
 from __future__ import annotations
 
-import base64
 import json
 import math
 import tempfile
 from importlib.metadata import version
-from io import BytesIO
 from pathlib import Path
 
 import mlflow
@@ -29,11 +27,11 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema as ColumnSchema
-from PIL import Image
 
 from plugen_core.backbones import load_backbone
 from plugen_core.flow import PluGeN
 from plugen_core.io import PlugenInputError
+from plugen_core.samples import decode_png, encode_png, is_image, is_text
 from plugen_core.schema import Schema
 from plugen_core.tracking import PipelineRun, tracked
 
@@ -53,7 +51,7 @@ class PluGeNModel(mlflow.pyfunc.PythonModel):
         self.backbone = load_backbone(context.artifacts["backbone"], backbone_params)
 
     def predict(self, context, model_input: pd.DataFrame, params: dict) -> pd.DataFrame:
-        # MLflow checks model_input and params against the signature and fills in the params' defaults.
+        # MLflow checks the params against the signature and fills in their defaults; the plugin's schema checks the input
         generator = torch.Generator().manual_seed(params["seed"]) if params["seed"] >= 0 else None
         w, labels = self.plugin.sample_latents(model_input, 1, params["temperature"], params["style_temperature"], generator, params["extrapolate"])
         out = self.plugin.schema.decode(labels.numpy())
@@ -62,37 +60,25 @@ class PluGeNModel(mlflow.pyfunc.PythonModel):
         return out
 
 
-def is_image(sample: np.ndarray) -> bool:
-    return sample.ndim == 3 and sample.dtype == np.uint8
-
-
-def is_text(sample) -> bool:
-    return isinstance(sample, str)
-
-
 def sample_column(samples: np.ndarray) -> str:
     return IMAGE_COLUMN if is_image(samples[0]) else SMILES_COLUMN if is_text(samples[0]) else VECTOR_COLUMN
 
 
-def encode_png(image: np.ndarray) -> str:
-    buffer = BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def decode_images(output: pd.DataFrame) -> np.ndarray:
     """The `image_png` column of a prediction as uint8 (N, H, W, 3)."""
-    return np.stack([np.asarray(Image.open(BytesIO(base64.b64decode(png))).convert("RGB")) for png in output[IMAGE_COLUMN]])
+    return np.stack([decode_png(png) for png in output[IMAGE_COLUMN]])
 
 
 def signature(schema: Schema, defaults: dict, output_column: str) -> ModelSignature:
-    # Binary inputs are doubles so that a column can mix 0/1 and nulls; outputs are always filled in.
-    def kind(a, filled: bool) -> str:
-        return "string" if a.kind == "categorical" else "long" if a.kind == "binary" and filled else "double"
+    """Outputs and params only. An input schema would make MLflow rebuild the request from its known columns, and a
+    request that sets no attribute (N empty rows) would reach `predict` as 0 rows; the plugin's schema checks the
+    input instead (an unknown column, a class, a number), and the input example shows its columns."""
+    def kind(a) -> str:
+        return "string" if a.kind == "categorical" else "long" if a.kind == "binary" else "double"
 
     return ModelSignature(
-        inputs=ColumnSchema([ColSpec(kind(a, False), a.name, required=False) for a in schema.attributes]),
-        outputs=ColumnSchema([ColSpec(kind(a, True), a.name) for a in schema.attributes] + [ColSpec("string", output_column)]),
+        inputs=None,
+        outputs=ColumnSchema([ColSpec(kind(a), a.name) for a in schema.attributes] + [ColSpec("string", output_column)]),
         params=ParamSchema(
             [
                 ParamSpec("temperature", "double", float(defaults["temperature"])),
