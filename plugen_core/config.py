@@ -3,7 +3,7 @@
     datasets:     {<name>: {source: shapes | images | latents | moses | molecules, input: <path DVC tracks>, ...}}
     experiments:  {<name>: {dataset: <name>, backbone: {kind: ...}, labeller: {...}, flow: {...}, evaluate: {...}}}
 
-An experiment's `flow` and `evaluate` entries override the shared top-level sections key by key; `labeller` is
+An experiment's `flow`, `evaluate` and `baselines` entries override the shared top-level sections key by key; `labeller` is
 needed only by backbones without an encoder (their samples are labelled by a classifier). Every entry is
 checked up front, so a typo fails the first stage with the entry's name, not a later one with a KeyError.
 """
@@ -19,8 +19,8 @@ from plugen_core.io import PlugenInputError, section
 
 MOLECULE_SOURCES = ("moses", "molecules")  # SMILES samples, RDKit properties as attributes and as the judge
 SOURCES = ("shapes", "images", "latents") + MOLECULE_SOURCES
-SHARED = ("flow", "evaluate")
-EXPERIMENT_KEYS = {"dataset", "backbone", "labeller", "flow", "evaluate"}
+SHARED = ("flow", "evaluate", "baselines")
+EXPERIMENT_KEYS = {"dataset", "backbone", "labeller", "flow", "evaluate", "baselines"}
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # experiment and dataset names become folder names
 
 

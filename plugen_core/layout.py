@@ -36,3 +36,4 @@ class Layout(DatasetLayout):
         self.flow_history = Path("metrics") / name / "flow_history.csv"
         self.metrics = Path("metrics") / name / "metrics.json"
         self.plots = Path("plots") / name
+        self.baselines = Path("baselines") / name  # metrics.json and grids of the methods PluGeN is measured against

@@ -65,20 +65,26 @@ def attribute_scores(metrics: dict, names: list[str], generation_path: str | Pat
             return metrics[f"{prefix}.{name}.accuracy"]
         return 1 - metrics.get(f"{prefix}.{name}.mae_fraction", np.nan)
 
-    x = np.arange(len(names))
     for path, series, what in (
         (generation_path, {group: [score(f"generation.{group}", n) for n in names] for group in ("seen", "unseen")}, "generation: accuracy (continuous: 1 - MAE/range)"),
         (manipulation_path, {kind: [metrics.get(f"manipulation.{n}.{kind}", np.nan) for n in names] for kind in ("success", "preservation")}, "manipulation"),
     ):
-        fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(names) + 2), 3))
-        for i, (label, values) in enumerate(series.items()):
-            ax.bar(x + (i - 0.5) * 0.4, values, width=0.4, label=label)
-        ax.set_xticks(x, names, rotation=45, ha="right", fontsize=7)
-        ax.set_ylim(0, 1.05)
-        ax.legend(fontsize=7)
-        ax.set_title(f"{title} — {what}", fontsize=9)
-        fig.tight_layout()
-        _save(fig, path)
+        grouped_bars(names, series, path, f"{title} — {what}", (0, 1.05))
+
+
+def grouped_bars(groups: list[str], series: dict[str, list[float]], path: str | Path, title: str, ylim: tuple[float, float] | None = None) -> None:
+    """One bar per series in each group (e.g. a method's score per experiment)."""
+    x, width = np.arange(len(groups)), 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.3 * len(groups) * len(series) + 2), 3))
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width=width, label=label)
+    ax.set_xticks(x, groups, rotation=45 if len(groups) > 3 else 0, ha="right" if len(groups) > 3 else "center", fontsize=7)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def traversal_curves(values: np.ndarray, readings: dict[str, list[float]], path: str | Path, title: str, ylabel: str) -> None:

@@ -62,11 +62,25 @@ def copy_repo(dest: Path, experiments: tuple[str, ...] = SMOKE_EXPERIMENTS) -> P
 
 
 def dvc(repo: Path, *args: str) -> str:
-    """Run DVC in `repo` with this interpreter's environment first on PATH (stages call `python`)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    """Run DVC in `repo` with this interpreter's environment first on PATH (stages call `python`), recording into the
+    repository's own MLflow store (whatever an in-process test set MLFLOW_TRACKING_URI to)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
     result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+@pytest.fixture(autouse=True, scope="module")
+def no_leaked_tracking_uri():
+    """mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into os.environ: whatever a module's tests set there is
+    undone after it, or a later module's pipelines (subprocesses inheriting the environment) record into its store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 @pytest.fixture

@@ -53,7 +53,8 @@ def missing_deps(stages: dict, folder: str = ".") -> dict[str, list[str]]:
     for name, stage in stages.items():
         stage = stage.get("do", stage)
         module = re.search(r"python -m (\S+)", stage["cmd"]).group(1)
-        deps = [os.path.normpath(os.path.join(folder, d)) for d in stage.get("deps", [])]  # relative to the repository
+        wdir = os.path.join(folder, stage.get("wdir", "."))  # deps are relative to the stage's working directory
+        deps = [os.path.normpath(os.path.join(wdir, d)) for d in stage.get("deps", [])]
         missing = sorted(str(f) for f in import_closure(module) if not any(str(f) == d or str(f).startswith(d + "/") for d in deps))
         if missing:
             out[name] = missing
@@ -64,7 +65,7 @@ def stages(folder: str = ".") -> dict:
     return yaml.safe_load((REPO / folder / "dvc.yaml").read_text())["stages"]
 
 
-@pytest.mark.parametrize("folder", [".", "zoo"])  # the main pipeline and the pretraining one
+@pytest.mark.parametrize("folder", [".", "zoo", "reports"])  # the main pipeline, the pretraining one, the benchmark
 def test_every_stage_depends_on_every_module_it_imports(folder):
     assert missing_deps(stages(folder), folder) == {}
 

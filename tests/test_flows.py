@@ -44,6 +44,8 @@ def test_targets_bring_their_upstream_and_unknown_ones_are_named(repo_copy):
     ]
     with pytest.raises(ValueError, match=r"unknown stage\(s\) \['trian_flow'\]"):
         read_stages(repo_copy, ["trian_flow"])
+    benchmark = [s.name for s in read_stages(repo_copy, ["reports/dvc.yaml:report"])]  # the benchmark, asked for by name
+    assert benchmark[-2:] == ["reports/dvc.yaml:baselines@shapes-vae", "reports/dvc.yaml:report"] and "evaluate@shapes-vae" in benchmark
 
 
 def test_overrides_are_written_as_dvc_exp_run_set_param_does(repo_copy):

@@ -1,6 +1,6 @@
 """The real DVC pipeline, end to end, on smoke params: the metrics contract, joint-metric bars that the trained plugin
 passes and its negative control (the same pipeline with an untrained flow) fails, stages made stale by exactly the
-code they import, and reruns of only what changed."""
+code they import, reruns of only what changed, and the benchmark (baselines and report) on the same outputs."""
 import json
 import time
 
@@ -42,7 +42,7 @@ def test_smoke_pipeline_passes_joint_bars_that_its_untrained_control_fails(repo_
     for name in ("generation_grid", "manipulation_grid", "flow_curves"):
         assert (repo_copy / f"plots/shapes-vae/{name}.png").stat().st_size > 1000
     assert {p.name for p in (repo_copy / "plots/shapes-vae/traversals").iterdir()} == {f"{a}.png" for a in ("shape", "colour", "size", "x", "hollow", "light_background")}
-    assert "Data and pipelines are up to date" in dvc(repo_copy, "status")
+    assert "Data and pipelines are up to date" in dvc(repo_copy, "status", "dvc.yaml")  # the main pipeline; reports/dvc.yaml has not run
     # dvc.yaml names every module a stage imports: a one-line edit shows up for exactly the stages that import it
     importers = {
         "plugen_core/judge.py": {"train_judge@shapes", "align_labels@shapes-vae", "evaluate@shapes-vae"},
@@ -52,9 +52,20 @@ def test_smoke_pipeline_passes_joint_bars_that_its_untrained_control_fails(repo_
     for module, stages in importers.items():
         original = (repo_copy / module).read_text()
         (repo_copy / module).write_text(original + "\n# edited\n")
-        status = dvc(repo_copy, "status").splitlines()
+        status = dvc(repo_copy, "status", "dvc.yaml").splitlines()
         (repo_copy / module).write_text(original)
         assert {line.strip().rstrip(":") for line in status if line.strip().endswith(":") and "@" in line} == stages, module
+
+    # the benchmark pipeline on the same outputs: it runs only the baselines and the report
+    set_params(repo_copy / "params.yaml", {"baselines.conditional_flow.epochs": 20, "baselines.rejection.max_draws": 1000})
+    assert ran_stages(dvc(repo_copy, "repro", "reports/dvc.yaml")) == {"reports/dvc.yaml:baselines@shapes-vae", "reports/dvc.yaml:report"}
+    scores = json.loads((repo_copy / "baselines/shapes-vae/metrics.json").read_text())
+    for method in ("interfacegan", "conditional_flow", "lace", "rejection"):
+        assert 0.0 <= scores[f"baselines.{method}.generation.unseen.joint"] <= 1.0 and scores[f"baselines.{method}.fid"] > 0
+    report = (repo_copy / "reports/benchmark.md").read_text()
+    plugen_row = next(line for line in report.splitlines() if line.startswith("| plugen |"))
+    assert f"{trained['generation.seen.joint']:.3f}" in plugen_row and report.count("| rejection |") == 1
+    assert (repo_copy / "reports/figures/shapes-vae_unseen_0.png").stat().st_size > 1000
 
     set_params(repo_copy / "params.yaml", {"flow.epochs": 0})  # the negative control: an untrained flow
     # a dry run cannot know that evaluate follows: train_flow's output is not made yet

@@ -12,6 +12,8 @@ previous metrics, plots and registered versions as they were."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -64,15 +66,10 @@ def evaluate(cfg: dict, layout, backbone, plugin: PluGeN, generator: torch.Gener
     run.check_primary_metric(metric_names(schema, held_out))
     inception = require_file(ev["inception_weights"], "Inception weights") if ev.get("inception_weights") and judge.images else None
     check_no_leak(read_table(layout.table), held_out, layout.table)
-    samples = read_array(layout.samples)
-    labels = read_table(layout.labels)
-    latent_space = cfg["dataset"]["source"] == "latents"
-    sampled = not latent_space and not backbone.has_encoder
+    data = read_test_data(cfg, layout, backbone, judge)
+    latent_space, sampled, to_samples = data.latent_space, data.sampled, data.to_samples
+    test_samples, test_labels, test_latents, reference = data.samples, data.labels, data.latents, data.reference
     reconstructs = not latent_space and backbone.has_encoder and backbone.decodes
-
-    def to_samples(w: torch.Tensor) -> np.ndarray:
-        """What the judge reads for latents w."""
-        return w.cpu().numpy() if latent_space else backbone.decode_data(w)
 
     def generate(targets: pd.DataFrame, n_per_target: int = 1) -> np.ndarray:
         # targets span the whole data's ranges (the judge's schema), the plugin's its labelled subset's: the ends may
@@ -80,12 +77,6 @@ def evaluate(cfg: dict, layout, backbone, plugin: PluGeN, generator: torch.Gener
         w, _ = plugin.sample_latents(targets, n_per_target, ev["temperature"], ev["style_temperature"], generator, extrapolate=True)
         return to_samples(w)
 
-    test = (labels["split"] == "test").to_numpy() & labels[schema.names].notna().all(axis=1).to_numpy()
-    test_samples, test_labels = samples[test], labels[test].reset_index(drop=True)
-    index = read_table(layout.index)
-    latents = read_array(layout.latents)
-    # test rows of the latents: the same rows as test_samples, or (sampled) fresh prior draws of the test split
-    test_latents = torch.from_numpy(latents[(index["split"] == "test").to_numpy() & (test if not sampled else True)])
 
     metrics: dict[str, float | str] = {"judge.space": "latent" if latent_space else "samples"}
     metrics |= summarise(judge.predict(test_samples), test_labels, schema, "judge")
@@ -96,8 +87,6 @@ def evaluate(cfg: dict, layout, backbone, plugin: PluGeN, generator: torch.Gener
         metrics |= recon | {"judge.accuracy_reconstructions": recon["reconstructions.accuracy"]}
         print(f"[evaluate] judge accuracy on reconstructions {recon['reconstructions.accuracy']:.3f}")
 
-    # what the test latents hold: their true labels, or (sampled latents) what the judge reads off their samples
-    reference = judge.predict(to_samples(test_latents)) if sampled else test_labels[schema.names]
     n_edit = min(ev["n_manipulation"], len(test_latents))
     edit_latents, original = test_latents[:n_edit].to(device), reference.iloc[:n_edit].reset_index(drop=True)
     edit = lambda w, edits: to_samples(plugin.manipulate(w, edits, extrapolate=True))  # noqa: E731
@@ -144,6 +133,38 @@ def evaluate(cfg: dict, layout, backbone, plugin: PluGeN, generator: torch.Gener
         pyfunc_model.register_plugin(run, layout.plugen, layout.backbone, metrics)
     write_json(metrics, layout.metrics)
     print(f"[evaluate] wrote {layout.metrics} and {layout.plots}/ (grids, flow curves, traversals/<attribute>.png)")
+
+
+@dataclass
+class TestData:
+    """What every evaluation of an experiment reads, PluGeN's and the baselines': the test samples with every attribute
+    labelled, their latents, and what the judge holds true of those latents (`reference`)."""
+
+    samples: np.ndarray
+    labels: pd.DataFrame
+    latents: torch.Tensor
+    reference: pd.DataFrame
+    to_samples: Callable[[torch.Tensor], np.ndarray]  # what the judge reads for latents w
+    latent_space: bool  # a bring-your-own latents dataset: the judge reads the latents themselves
+    sampled: bool  # a backbone without an encoder: the test latents are prior draws, judged on their samples
+
+
+def read_test_data(cfg: dict, layout, backbone, judge: Judge) -> TestData:
+    samples, labels = read_array(layout.samples), read_table(layout.labels)
+    latent_space = cfg["dataset"]["source"] == "latents"
+    sampled = not latent_space and not backbone.has_encoder
+
+    def to_samples(w: torch.Tensor) -> np.ndarray:
+        return w.cpu().numpy() if latent_space else backbone.decode_data(w)
+
+    test = (labels["split"] == "test").to_numpy() & labels[judge.schema.names].notna().all(axis=1).to_numpy()
+    index = read_table(layout.index)
+    # test rows of the latents: the same rows as the test samples, or (sampled) fresh prior draws of the test split
+    latents = torch.from_numpy(read_array(layout.latents)[(index["split"] == "test").to_numpy() & (test if not sampled else True)])
+    test_labels = labels[test].reset_index(drop=True)
+    # what the test latents hold: their true labels, or (sampled latents) what the judge reads off their samples
+    reference = judge.predict(to_samples(latents)) if sampled else test_labels[judge.schema.names]
+    return TestData(samples[test], test_labels, latents, reference, to_samples, latent_space, sampled)
 
 
 def draw_grids(out, schema, held_out, generate, to_samples, plugin, real, test_latents, original, rng, device, n_cols: int = 8, n_rows: int = 6) -> None:

@@ -18,18 +18,8 @@ def main() -> None:
     if not p:
         raise PlugenInputError("params: section 'flow' is missing")
 
-    latents = read_array(layout.latents)
-    table = read_table(layout.table)
-    schema = Schema.from_dict(read_json(layout.schema))
-    if len(latents) != len(table):
-        raise PlugenInputError(f"{layout.latents} has {len(latents)} rows but {layout.table} has {len(table)}")
-    if latents.shape[1] < schema.n_coords:
-        raise PlugenInputError(f"{layout.latents}: {latents.shape[1]}-dim latents cannot hold the {schema.n_coords} attribute coordinates of {schema.names}; use a larger latent_dim")
-    rows = (table["split"] == "train").to_numpy() & (table["labelled"].to_numpy() | p["use_unlabelled"])
-    context = schema.encode(table.loc[rows, schema.names])
-    labelled_context = context[table.loc[rows, "labelled"].to_numpy()]
-    w = torch.from_numpy(np.ascontiguousarray(latents[rows]))
-
+    w, context, schema = training_set(layout, p["use_unlabelled"])
+    labelled_context = context[~np.isnan(context).all(axis=1)]
     model = flow.PluGeN.create(
         schema, w.shape[1], labelled_context, p["sigma0"], p["balanced"], p["continuous_sigma_scale"],
         coupling=p["coupling"], couplings=p["couplings"], hidden=p["hidden"], layers=p["layers"],
@@ -44,6 +34,20 @@ def main() -> None:
     state.clear()
     seconds = history[-1]["elapsed_s"] if history else 0.0  # 0 epochs: the untrained control
     print(f"[train_flow] {len(w)} latents ({len(labelled_context)} labelled), {len(history)} epochs in {seconds:.1f}s on {device} -> {layout.plugen}, {layout.flow_history}")
+
+
+def training_set(layout, use_unlabelled: bool) -> tuple[torch.Tensor, np.ndarray, Schema]:
+    """The latents of the training split the plugin learns from (all, or the labelled ones only), their encoded labels
+    (NaN = unlabelled) and the schema. The baselines are fitted on the same."""
+    latents = read_array(layout.latents)
+    table = read_table(layout.table)
+    schema = Schema.from_dict(read_json(layout.schema))
+    if len(latents) != len(table):
+        raise PlugenInputError(f"{layout.latents} has {len(latents)} rows but {layout.table} has {len(table)}")
+    if latents.shape[1] < schema.n_coords:
+        raise PlugenInputError(f"{layout.latents}: {latents.shape[1]}-dim latents cannot hold the {schema.n_coords} attribute coordinates of {schema.names}; use a larger latent_dim")
+    rows = (table["split"] == "train").to_numpy() & (table["labelled"].to_numpy() | use_unlabelled)
+    return torch.from_numpy(np.ascontiguousarray(latents[rows])), schema.encode(table.loc[rows, schema.names]), schema
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""Stage `baselines@<experiment>`: the methods PluGeN is measured against (plugen_core/baselines/), each fitted on the
+latents and labels the plugin trains on and scored by the same code, judge and targets as `evaluate`: seen / unseen /
+joint generation, manipulation (for methods that edit), FID and KID of their samples on the judge's features, and the
+seconds to fit and to generate 1000. Writes `baselines/<experiment>/metrics.json` (`baselines.<method>.<key>`) and,
+for images, a grid per held-out combination drawn by every method and by PluGeN (`unseen_<i>.png`).
+
+Image and latent-space experiments. A molecule experiment has no baselines yet (RDKit scores it, through
+stages/evaluate_molecules.py): its metrics.json is empty, and the report says so."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from plugen_core import baselines, config, plots
+from plugen_core.backbones import load_backbone
+from plugen_core.evaluation import FeatureExtractor, check_settings, fid_kid, score_controls, uniform_targets
+from plugen_core.flow import PluGeN
+from plugen_core.io import PlugenInputError, atomic_dir, run_stage, write_json
+from plugen_core.judge import Judge
+from plugen_core.stages import experiment_stage
+from plugen_core.stages.evaluate import read_test_data
+from plugen_core.stages.train_flow import training_set
+
+N_GRID = 8  # samples per method in the grid
+
+
+def main() -> None:
+    cfg, layout, generator, device = experiment_stage(__doc__)
+    if cfg["dataset"]["source"] in config.MOLECULE_SOURCES:
+        with atomic_dir(layout.baselines) as out:
+            write_json({}, out / "metrics.json")
+        print(f"[baselines] {cfg['name']}: a molecule experiment, no baselines yet -> {layout.baselines}/metrics.json (empty)")
+        return
+    ev, methods = cfg["evaluate"], cfg["baselines"]
+    check_settings(ev)
+    if not methods or set(methods) - set(baselines.METHODS):
+        raise PlugenInputError(f"params: baselines must map methods of {list(baselines.METHODS)} to their settings, got {methods!r}")
+    held_out = cfg["dataset"]["labelled"]["held_out"] or []
+    backbone = load_backbone(layout.backbone, cfg["backbone"]).to(device)
+    judge = Judge.load(layout.judge).to(device)
+    data = read_test_data(cfg, layout, backbone, judge)
+    w, context, schema = training_set(layout, cfg["flow"]["use_unlabelled"])  # what the plugin learnt from
+    n_edit = min(ev["n_manipulation"], len(data.latents))
+    edit_latents, original = data.latents[:n_edit].to(device), data.reference.iloc[:n_edit].reset_index(drop=True)
+    n_fid = min(ev["n_fid"], len(data.samples))
+    fid_targets = uniform_targets(judge.schema, n_fid, np.random.default_rng(cfg["seed"] + 1))
+
+    metrics, fakes, grids = {}, {}, {}
+    for name, settings in methods.items():
+        try:
+            method = baselines.create(name, prior=backbone.sample_prior, **(settings or {}))
+        except TypeError as e:  # an unknown setting
+            raise PlugenInputError(f"params: baselines.{name}: {e}") from e
+        start = time.perf_counter()
+        method.fit(w, context, schema, generator)
+        fitted = time.perf_counter() - start
+
+        def generate(targets: pd.DataFrame, n_per_target: int = 1) -> np.ndarray:
+            return data.to_samples(method.sample_latents(targets, n_per_target, ev["temperature"], generator)[0])
+
+        edit = (lambda latents, edits: data.to_samples(method.manipulate(latents, edits))) if method.can_edit else None
+        # a fresh generator of the same seed: the targets and edits evaluate gave PluGeN
+        scores = score_controls(generate, edit, judge.predict, judge.schema, held_out, ev, np.random.default_rng(cfg["seed"]), edit_latents, original)
+        start = time.perf_counter()
+        fakes[name] = generate(fid_targets)
+        scores |= {"time.fit_s": fitted, "time.generate_1000_s": (time.perf_counter() - start) * 1000 / n_fid}
+        grids[name] = [generate(pd.DataFrame([combination]), N_GRID) for combination in held_out]
+        metrics |= {f"baselines.{name}.{key}": value for key, value in scores.items()}
+        print(f"[baselines] {name}: fitted in {fitted:.1f}s; generation unseen joint {scores.get('generation.unseen.joint', float('nan')):.3f}, "
+              f"manipulation joint {scores.get('manipulation.joint', float('nan')):.3f}")
+
+    extractor = FeatureExtractor(judge).to(device)
+    for key, value in fid_kid(extractor, data.samples[:n_fid], fakes, ev["kid_subset_size"], judge.to_input).items():
+        kind, name = key.split(".", 1)  # fid.<method>, kid.<method>
+        metrics[f"baselines.{name}.{kind}"] = value
+
+    plugin = PluGeN.load(layout.plugen).to(device)
+    grids["plugen"] = [data.to_samples(plugin.sample_latents(pd.DataFrame([c]), N_GRID, ev["temperature"], ev["style_temperature"], generator, extrapolate=True)[0])
+                       for c in held_out]
+    with atomic_dir(layout.baselines) as out:
+        if judge.images:
+            for i, combination in enumerate(held_out):
+                images = np.stack([grids[m][i] for m in grids])
+                title = f"{plots.describe(pd.Series(combination))}: never labelled, drawn by each method"
+                plots.image_grid(images, list(grids), [], out / f"unseen_{i}.png", title)
+        write_json(metrics, out / "metrics.json")
+    print(f"[baselines] wrote {layout.baselines}/")
+
+
+if __name__ == "__main__":
+    run_stage(main)

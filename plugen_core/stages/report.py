@@ -1,0 +1,82 @@
+"""Stage `report`: every experiment's PluGeN metrics (metrics/<experiment>/metrics.json) beside its baselines'
+(baselines/<experiment>/metrics.json) in reports/benchmark.md, one table per experiment with the best value of each
+column in bold, a bar chart per key metric and each experiment's grids of never-labelled combinations drawn by every
+method (reports/figures/). Both are committed, so the report reads whole on a clean checkout. Regenerate: `dvc repro reports/dvc.yaml`."""
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from plugen_core import plots
+from plugen_core.io import atomic_dir, atomic_path, load_params, read_json, run_stage, section
+
+REPORT = Path("reports/benchmark.md")
+FIGURES = Path("reports/figures")
+# column: (PluGeN's key, a baseline's key, direction); None: the key every method writes under the same name
+COLUMNS = {
+    "generation.seen.joint": (None, None, "max"),
+    "generation.unseen.joint": (None, None, "max"),
+    "generation.unseen.accuracy": (None, None, "max"),
+    "generation.unseen.continuous_mae": (None, None, "min"),
+    "manipulation.success": (None, None, "max"),
+    "manipulation.preservation": (None, None, "max"),
+    "manipulation.joint": (None, None, "max"),
+    "fid": ("fid.plugen_samples", "fid", "min"),
+    "time.fit_s": ("time.train_flow_s", "time.fit_s", "min"),
+    "time.generate_1000_s": (None, None, "min"),
+}
+CHARTED = ("generation.unseen.joint", "generation.seen.joint", "manipulation.joint", "fid")
+
+
+def table(plugen: dict, baselines: dict) -> pd.DataFrame:
+    """Methods (rows) by COLUMNS; NaN where a method has no such score (rejection sampling does not edit)."""
+    methods = sorted({key.split(".")[1] for key in baselines})
+    rows = {"plugen": {c: plugen.get(own or c, math.nan) for c, (own, _, _) in COLUMNS.items()}}
+    for m in methods:
+        rows[m] = {c: baselines.get(f"baselines.{m}.{theirs or c}", math.nan) for c, (_, theirs, _) in COLUMNS.items()}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """The table with the best value of each column in bold."""
+    best = {c: (frame[c].max() if COLUMNS[c][2] == "max" else frame[c].min()) for c in frame.columns}
+    header = "| method | " + " | ".join(frame.columns) + " |\n|" + " --- |" * (len(frame.columns) + 1) + "\n"
+    cells = lambda row: [("" if math.isnan(v) else f"**{v:.3f}**" if v == best[c] else f"{v:.3f}") for c, v in row.items()]  # noqa: E731
+    return header + "".join(f"| {name} | " + " | ".join(cells(row)) + " |\n" for name, row in frame.iterrows())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    experiments = list(section(load_params(ap.parse_args().params), "experiments"))
+    tables = {e: table(read_json(Path("metrics") / e / "metrics.json"), read_json(Path("baselines") / e / "metrics.json")) for e in experiments}
+
+    lines = ["# Benchmark: PluGeN against the baselines", "",
+             "Every method is fitted on the latents and labels the plugin trains on and scored by the same code, judge and",
+             "targets (`evaluate`, `baselines` stages). Bold: the best of each column. `fid`: on the judge's features",
+             "(lower is better); `time.fit_s`: seconds to train (PluGeN: its flow). Regenerate: `dvc repro reports/dvc.yaml`.", ""]
+    with atomic_dir(FIGURES) as out:
+        for column in CHARTED:
+            methods = sorted({m for t in tables.values() for m in t.index})
+            series = {m: [tables[e].loc[m, column] if m in tables[e].index else math.nan for e in experiments] for m in methods}
+            plots.grouped_bars(experiments, series, out / f"{column}.png", f"{column} ({COLUMNS[column][2]} is better)")
+        for e, frame in tables.items():
+            lines += [f"## {e}", ""]
+            if len(frame) == 1:
+                lines += ["No baselines for this experiment yet (molecule experiments are scored by RDKit).", ""]
+            lines += [markdown(frame)]
+            for grid in sorted((Path("baselines") / e).glob("unseen_*.png")):  # copied: the report is whole in reports/
+                shutil.copyfile(grid, out / f"{e}_{grid.name}")
+                lines += [f"![{e}: a never-labelled combination drawn by each method](figures/{e}_{grid.name})", ""]
+        lines += ["## Figures", ""] + [f"![{c}](figures/{c}.png)" for c in CHARTED]
+    with atomic_path(REPORT) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    print(f"[report] wrote {REPORT} and {FIGURES}/ ({len(experiments)} experiments)")
+
+
+if __name__ == "__main__":
+    run_stage(main)
