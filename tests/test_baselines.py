@@ -201,3 +201,17 @@ def test_interfacegan_conditional_edit_keeps_the_other_boundaries(toy, condition
     moved = model.distances(model.manipulate(w, {"lit": 1})) - model.distances(w)
     others = moved[:, model.schema.slices["lit"].stop :].abs().max().item()
     assert (others < 1e-4) if conditional else (others > 0.05), others
+
+
+def test_a_fitted_gaussian_prior_draws_like_its_latents_and_scores_them():
+    """For a VAE the baselines start from a Gaussian fitted to the encoded latents, not N(0, I)."""
+    from plugen_core.baselines import GaussianPrior
+
+    g = torch.Generator().manual_seed(0)
+    latents = 3.0 + torch.randn(5000, 4, generator=g) @ torch.tensor([[2.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0.5, 0], [0, 0, 0, 1]])
+    prior = GaussianPrior(latents)
+    drawn = prior(5000, g)
+    assert torch.allclose(drawn.mean(0), latents.mean(0), atol=0.15) and torch.allclose(torch.cov(drawn.T), torch.cov(latents.T), atol=0.3)
+    assert prior.energy(latents.mean(0, keepdim=True)) < prior.energy(latents.mean(0, keepdim=True) + 3)
+    cold = RejectionSampling(prior=prior).draw_prior(1000, 0.0, g)
+    assert torch.allclose(cold, prior.mean.expand(1000, -1))  # temperature 0: the prior's centre, not the origin

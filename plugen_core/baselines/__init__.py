@@ -1,5 +1,5 @@
 """Baselines PluGeN is measured against, each behind the interface of base.Baseline (fit, sample_latents, manipulate)."""
-from plugen_core.baselines.base import Baseline, standard_normal
+from plugen_core.baselines.base import Baseline, GaussianPrior, standard_normal
 from plugen_core.baselines.conditional_flow import ConditionalFlow
 from plugen_core.baselines.interfacegan import InterFaceGAN
 from plugen_core.baselines.lace import LACE
@@ -20,4 +20,4 @@ def create(method: str, **settings) -> Baseline:
     return METHODS[method](**settings)
 
 
-__all__ = ["LACE", "METHODS", "Baseline", "ConditionalFlow", "InterFaceGAN", "RejectionSampling", "create", "standard_normal"]
+__all__ = ["LACE", "METHODS", "Baseline", "GaussianPrior", "ConditionalFlow", "InterFaceGAN", "RejectionSampling", "create", "standard_normal"]

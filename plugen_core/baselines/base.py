@@ -24,6 +24,26 @@ def standard_normal(dim: int) -> Prior:
     return lambda n, generator=None: torch.randn(n, dim, generator=generator)
 
 
+class GaussianPrior:
+    """A Gaussian fitted to latents (mean, full covariance): where to start for a VAE, whose encoded latents lie far
+    from its N(0, I) prior (its prior draws decode to blurs). The plugin learns the same latents' distribution."""
+
+    def __init__(self, w: torch.Tensor):
+        w = as_float(w).double()
+        self.mean = w.mean(dim=0)
+        covariance = torch.cov(w.T) + 1e-4 * torch.eye(w.shape[1], dtype=w.dtype)
+        self.scale, self.precision = torch.linalg.cholesky(covariance), torch.linalg.inv(covariance)
+        self.mean, self.scale, self.precision = self.mean.float(), self.scale.float(), self.precision.float()
+
+    def __call__(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.mean + torch.randn(n, len(self.mean), generator=generator) @ self.scale.T
+
+    def energy(self, w: torch.Tensor) -> torch.Tensor:
+        """-log density up to a constant."""
+        d = w - self.mean
+        return 0.5 * ((d @ self.precision) * d).sum(dim=1)
+
+
 class Baseline(ABC):
     """Settings go to the constructor (plain values), data to `fit`; `sample_latents` and `manipulate` then work like
     the plugin's. `can_edit` is False for a method that only generates."""
@@ -59,7 +79,8 @@ class Baseline(ABC):
         return torch.from_numpy(self.schema.encode(table))
 
     def draw_prior(self, n: int, temperature: float, generator=None) -> torch.Tensor:
-        return temperature * self.prior(n, generator)
+        centre = getattr(self.prior, "mean", 0.0)  # the temperature scales the spread around the prior's centre
+        return centre + temperature * (self.prior(n, generator) - centre)
 
     @abstractmethod
     def _fit(self, w: torch.Tensor, context: torch.Tensor, generator: torch.Generator) -> None: ...

@@ -29,15 +29,17 @@ class LACE(Baseline):
     def __init__(
         self, sampler: str = "langevin", steps: int = 100, step_size: float = 0.05, edit_steps: int = 20,
         continuous_sigma: float = 0.1, classifier: dict | None = None, prior=None,
-        prior_energy: Callable[[torch.Tensor], torch.Tensor] = standard_normal_energy,
+        prior_energy: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         """`steps`/`edit_steps` 0: no dynamics at all (the negative control). `prior_energy`: -log p(w) up to a
-        constant, to pair with a `prior` other than N(0, I)."""
+        constant, to pair with a `prior` other than N(0, I) (default: the prior's own `energy`, e.g. a GaussianPrior's,
+        else N(0, I)'s)."""
         if sampler not in SAMPLERS:
             raise ValueError(f"LACE sampler must be one of {SAMPLERS}, got '{sampler}'")
         super().__init__(prior)
         self.sampler, self.steps, self.step_size, self.edit_steps = sampler, steps, step_size, edit_steps
-        self.continuous_sigma, self.prior_energy = continuous_sigma, prior_energy
+        self.continuous_sigma = continuous_sigma
+        self.prior_energy = prior_energy or getattr(prior, "energy", standard_normal_energy)
         self.classifier_settings = classifier or {}
 
     def _fit(self, w, context, generator) -> None:

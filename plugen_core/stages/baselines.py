@@ -1,7 +1,8 @@
 """Stage `baselines@<experiment>`: the methods PluGeN is measured against (plugen_core/baselines/), each fitted on the
 latents and labels the plugin trains on and scored by the same code, judge and targets as `evaluate`: seen / unseen /
 joint generation, manipulation (for methods that edit), FID and KID of their samples on the judge's features, and the
-seconds to fit and to generate 1000. Writes `baselines/<experiment>/metrics.json` (`baselines.<method>.<key>`) and,
+seconds to fit and to generate 1000. They draw from the backbone's prior, or for a backbone with an encoder (a VAE)
+from a Gaussian fitted to the training latents. Writes `baselines/<experiment>/metrics.json` (`baselines.<method>.<key>`) and,
 for images, a grid per held-out combination drawn by every method and by PluGeN (`unseen_<i>.png`).
 
 Image and latent-space experiments. A molecule experiment has no baselines yet (RDKit scores it, through
@@ -42,6 +43,9 @@ def main() -> None:
     judge = Judge.load(layout.judge).to(device)
     data = read_test_data(cfg, layout, backbone, judge)
     w, context, schema = training_set(layout, cfg["flow"]["use_unlabelled"])  # what the plugin learnt from
+    # where the methods draw from: a VAE's N(0, I) prior decodes to blurs far from its encoded latents, so there a
+    # Gaussian fitted to the training latents (the plugin's flow learns their distribution too); a GAN's own prior
+    prior = baselines.GaussianPrior(w) if backbone.has_encoder else backbone.sample_prior
     n_edit = min(ev["n_manipulation"], len(data.latents))
     edit_latents, original = data.latents[:n_edit].to(device), data.reference.iloc[:n_edit].reset_index(drop=True)
     n_fid = min(ev["n_fid"], len(data.samples))
@@ -50,7 +54,7 @@ def main() -> None:
     metrics, fakes, grids = {}, {}, {}
     for name, settings in methods.items():
         try:
-            method = baselines.create(name, prior=backbone.sample_prior, **(settings or {}))
+            method = baselines.create(name, prior=prior, **(settings or {}))
         except TypeError as e:  # an unknown setting
             raise PlugenInputError(f"params: baselines.{name}: {e}") from e
         start = time.perf_counter()
