@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from plugen_core.baselines import LACE, ConditionalFlow, InterFaceGAN, RejectionSampling
+from plugen_core.baselines import LACE, ConditionalFlow, GaussianPrior, InterFaceGAN, RejectionSampling
 from plugen_core.baselines.base import seeded
 from plugen_core.baselines.conditional_flow import build_transform
 from plugen_core.baselines.latent_classifier import LatentClassifier
@@ -205,8 +205,6 @@ def test_interfacegan_conditional_edit_keeps_the_other_boundaries(toy, condition
 
 def test_a_fitted_gaussian_prior_draws_like_its_latents_and_scores_them():
     """For a VAE the baselines start from a Gaussian fitted to the encoded latents, not N(0, I)."""
-    from plugen_core.baselines import GaussianPrior
-
     g = torch.Generator().manual_seed(0)
     latents = 3.0 + torch.randn(5000, 4, generator=g) @ torch.tensor([[2.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0.5, 0], [0, 0, 0, 1]])
     prior = GaussianPrior(latents)
@@ -215,3 +213,13 @@ def test_a_fitted_gaussian_prior_draws_like_its_latents_and_scores_them():
     assert prior.energy(latents.mean(0, keepdim=True)) < prior.energy(latents.mean(0, keepdim=True) + 3)
     cold = RejectionSampling(prior=prior).draw_prior(1000, 0.0, g)
     assert torch.allclose(cold, prior.mean.expand(1000, -1))  # temperature 0: the prior's centre, not the origin
+
+
+def test_lace_on_a_gaussian_prior_with_a_near_constant_direction_stays_stable(toy):
+    """A VAE's latents have directions of almost no spread; unpreconditioned Langevin steps blow up along them."""
+    w, context, schema = toy
+    squeezed = w.clone()
+    squeezed[:, -1] *= 0.01  # a direction of almost no spread, as a VAE's unused latent dimensions
+    model = LACE(classifier=CLASSIFIER, prior=GaussianPrior(squeezed)).fit(squeezed, context, schema, torch.Generator().manual_seed(0))
+    drawn, _ = model.sample_latents(pd.DataFrame([SEEN]), 200, 0.5, torch.Generator().manual_seed(1))
+    assert torch.isfinite(drawn).all() and drawn[:, -1].abs().max() < 0.2

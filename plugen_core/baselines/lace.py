@@ -6,6 +6,9 @@ E_prior(w) = ||w||^2 / 2 for an N(0, I) prior. Generation starts from prior samp
   - "langevin": w <- w - eta grad E(w | y) + sqrt(2 eta) t noise, which samples p(w | y) (t = temperature), or
   - "ode": the paper's ODE sampler; under an N(0, I) prior the prior's score cancels the drift of the VP diffusion, so
     it reduces to Euler steps w <- w - eta grad sum_k E_k(w, y_k): attribute terms only, no noise.
+With a Gaussian prior of covariance C = L L^T (a GaussianPrior: a VAE's encoded latents) the dynamics are preconditioned
+by it (grad -> C grad, noise -> L noise): its near-constant directions would otherwise need a step far below `step_size`
+to stay stable, and moves along them would leave the latents the backbone decodes well.
 Editing (the paper's sequential editing) runs the ODE from w for `edit_steps` steps with the edited target and, for
 every attribute not edited, the classifier's reading of w, so the other attributes are held where they were.
 """
@@ -53,12 +56,14 @@ class LACE(Baseline):
 
     def dynamics(self, w: torch.Tensor, target: torch.Tensor, steps: int, langevin: bool, temperature=1.0, generator=None):
         """`steps` of Langevin dynamics on E(w | y), or (not `langevin`) Euler steps of the ODE on the attribute terms."""
+        scale = getattr(self.prior, "scale", None)  # L of a Gaussian prior: precondition by C = L L^T
         for _ in range(steps):
             w = w.detach().requires_grad_(True)
             (grad,) = torch.autograd.grad(self.energy(w, target, with_prior=langevin).sum(), w)
-            w = w - self.step_size * grad
+            w = w - self.step_size * (grad if scale is None else grad @ scale @ scale.T)
             if langevin:
-                w = w + (2 * self.step_size) ** 0.5 * temperature * torch.randn(w.shape, generator=generator)
+                noise = torch.randn(w.shape, generator=generator)
+                w = w + (2 * self.step_size) ** 0.5 * temperature * (noise if scale is None else noise @ scale.T)
         return w.detach()
 
     def read(self, w: torch.Tensor) -> torch.Tensor:

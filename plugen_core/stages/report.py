@@ -42,8 +42,8 @@ def table(plugen: dict, baselines: dict) -> pd.DataFrame:
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    """The table with the best value of each column in bold."""
-    best = {c: (frame[c].max() if COLUMNS[c][2] == "max" else frame[c].min()) for c in frame.columns}
+    """The table with the best value of each column in bold (when there is more than one method to compare)."""
+    best = {c: (frame[c].max() if COLUMNS[c][2] == "max" else frame[c].min()) if len(frame) > 1 else math.nan for c in frame.columns}
     header = "| method | " + " | ".join(frame.columns) + " |\n|" + " --- |" * (len(frame.columns) + 1) + "\n"
     cells = lambda row: [("" if math.isnan(v) else f"**{v:.3f}**" if v == best[c] else f"{v:.3f}") for c, v in row.items()]  # noqa: E731
     return header + "".join(f"| {name} | " + " | ".join(cells(row)) + " |\n" for name, row in frame.iterrows())
