@@ -11,6 +11,7 @@ placement and the loops of five trainers for what is one atomic `torch.save` per
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
@@ -32,10 +33,16 @@ class TrainingState:
     def __init__(self, name: str, settings: dict, inputs: Sequence[str | Path]):
         self.folder = ROOT / name
         self.path = self.folder / "state.pt"
-        key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-        for path in inputs:
+        self.settings, self.inputs = settings, inputs
+
+    @functools.cached_property
+    def key(self) -> str:
+        """The settings and the inputs' digests: computed when a loop first runs (a stage that trains nothing, e.g.
+        on a shipped checkpoint, never hashes its data)."""
+        key = hashlib.sha256(json.dumps(self.settings, sort_keys=True, default=str).encode())
+        for path in self.inputs:
             key.update(file_digest(path, "md5").encode())
-        self.key = key.hexdigest()
+        return key.hexdigest()
 
     def epochs(self, total: int, history: list[dict], generator: torch.Generator, **stateful) -> Iterator[int]:
         """The epochs still to run. A saved state of the same key is restored first (into `stateful`, the random

@@ -46,8 +46,7 @@ def main() -> None:
     # where the methods draw from: a VAE's N(0, I) prior decodes to blurs far from its encoded latents, so there a
     # Gaussian fitted to the training latents (the plugin's flow learns their distribution too); a GAN's own prior
     prior = baselines.GaussianPrior(w) if backbone.has_encoder else backbone.sample_prior
-    n_edit = min(ev["n_manipulation"], len(data.latents))
-    edit_latents, original = data.latents[:n_edit].to(device), data.reference.iloc[:n_edit].reset_index(drop=True)
+    edit_latents, original = data.edit_set(ev["n_manipulation"], device)
     n_fid = min(ev["n_fid"], len(data.samples))
     fid_targets = uniform_targets(judge.schema, n_fid, np.random.default_rng(cfg["seed"] + 1))
 
@@ -70,7 +69,8 @@ def main() -> None:
         start = time.perf_counter()
         fakes[name] = generate(fid_targets)
         scores |= {"time.fit_s": fitted, "time.generate_1000_s": (time.perf_counter() - start) * 1000 / n_fid}
-        grids[name] = [generate(pd.DataFrame([combination]), N_GRID) for combination in held_out]
+        if judge.images:  # latent vectors have no picture
+            grids[name] = [generate(pd.DataFrame([combination]), N_GRID) for combination in held_out]
         metrics |= {f"baselines.{name}.{key}": value for key, value in scores.items()}
         print(f"[baselines] {name}: fitted in {fitted:.1f}s; generation unseen joint {scores.get('generation.unseen.joint', float('nan')):.3f}, "
               f"manipulation joint {scores.get('manipulation.joint', float('nan')):.3f}")
@@ -80,11 +80,11 @@ def main() -> None:
         kind, name = key.split(".", 1)  # fid.<method>, kid.<method>
         metrics[f"baselines.{name}.{kind}"] = value
 
-    plugin = PluGeN.load(layout.plugen).to(device)
-    grids["plugen"] = [data.to_samples(plugin.sample_latents(pd.DataFrame([c]), N_GRID, ev["temperature"], ev["style_temperature"], generator, extrapolate=True)[0])
-                       for c in held_out]
     with atomic_dir(layout.baselines) as out:
         if judge.images:
+            plugin = PluGeN.load(layout.plugen).to(device)
+            grids["plugen"] = [data.to_samples(plugin.sample_latents(pd.DataFrame([c]), N_GRID, ev["temperature"], ev["style_temperature"], generator, extrapolate=True)[0])
+                               for c in held_out]
             for i, combination in enumerate(held_out):
                 images = np.stack([grids[m][i] for m in grids])
                 title = f"{plots.describe(pd.Series(combination))}: never labelled, drawn by each method"

@@ -87,15 +87,14 @@ def evaluate(cfg: dict, layout, backbone, plugin: PluGeN, generator: torch.Gener
         metrics |= recon | {"judge.accuracy_reconstructions": recon["reconstructions.accuracy"]}
         print(f"[evaluate] judge accuracy on reconstructions {recon['reconstructions.accuracy']:.3f}")
 
-    n_edit = min(ev["n_manipulation"], len(test_latents))
-    edit_latents, original = test_latents[:n_edit].to(device), reference.iloc[:n_edit].reset_index(drop=True)
+    edit_latents, original = data.edit_set(ev["n_manipulation"], device)
     edit = lambda w, edits: to_samples(plugin.manipulate(w, edits, extrapolate=True))  # noqa: E731
     metrics |= score_controls(generate, edit, judge.predict, schema, held_out, ev, rng, edit_latents, original)
     for group in ("seen", "unseen"):
         print(f"[evaluate] generation {group}: accuracy {metrics.get(f'generation.{group}.accuracy', float('nan')):.3f}, joint {metrics.get(f'generation.{group}.joint', float('nan')):.3f}, continuous MAE {metrics.get(f'generation.{group}.continuous_mae', float('nan')):.3f} of range")
     metrics |= summarise(plugin.classify(test_latents)[schema.names], reference, schema, "classifier")
     print(f"[evaluate] free classifier (the plugin's p(y|z)): accuracy {metrics.get('classifier.accuracy', float('nan')):.3f} on {len(test_latents)} test latents")
-    print(f"[evaluate] manipulation success {metrics['manipulation.success']:.3f}, preservation {metrics['manipulation.preservation']:.3f}, joint {metrics['manipulation.joint']:.3f} ({n_edit} {'sampled' if sampled else 'test'} latents)")
+    print(f"[evaluate] manipulation success {metrics['manipulation.success']:.3f}, preservation {metrics['manipulation.preservation']:.3f}, joint {metrics['manipulation.joint']:.3f} ({len(edit_latents)} {'sampled' if sampled else 'test'} latents)")
 
     n_fid = min(ev["n_fid"], len(test_samples))
     if inception is not None:
@@ -147,6 +146,10 @@ class TestData:
     to_samples: Callable[[torch.Tensor], np.ndarray]  # what the judge reads for latents w
     latent_space: bool  # a bring-your-own latents dataset: the judge reads the latents themselves
     sampled: bool  # a backbone without an encoder: the test latents are prior draws, judged on their samples
+
+    def edit_set(self, n: int, device) -> tuple[torch.Tensor, pd.DataFrame]:
+        """The first `n` test latents (at most all), which every method edits, and what the judge holds true of them."""
+        return self.latents[:n].to(device), self.reference.iloc[:n].reset_index(drop=True)
 
 
 def read_test_data(cfg: dict, layout, backbone, judge: Judge) -> TestData:

@@ -59,9 +59,9 @@ def main() -> None:
              "Every method is fitted on the latents and labels the plugin trains on and scored by the same code, judge and",
              "targets (`evaluate`, `baselines` stages). Bold: the best of each column. `fid`: on the judge's features",
              "(lower is better); `time.fit_s`: seconds to train (PluGeN: its flow). Regenerate: `dvc repro reports/dvc.yaml`.", ""]
+    methods = sorted({m for t in tables.values() for m in t.index})
     with atomic_dir(FIGURES) as out:
         for column in CHARTED:
-            methods = sorted({m for t in tables.values() for m in t.index})
             series = {m: [tables[e].loc[m, column] if m in tables[e].index else math.nan for e in experiments] for m in methods}
             plots.grouped_bars(experiments, series, out / f"{column}.png", f"{column} ({COLUMNS[column][2]} is better)")
         for e, frame in tables.items():
