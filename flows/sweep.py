@@ -10,8 +10,11 @@ change are restored from DVC's run cache once any earlier run has produced them.
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +38,27 @@ def run_experiment(repo: str, name: str, overrides: dict[str, Any], cpu_share: i
 
 
 def compare(repo: str, names: list[str], swept: list[str]) -> pd.DataFrame:
-    """One row per experiment: the swept params as DVC recorded them, then every metric (as `dvc.api.metrics_show`
-    names them: `<file>:<key>` when several metrics files, one per pipeline experiment, share a key)."""
-    import dvc.api
-
-    rows = sorted((row for row in dvc.api.exp_show(repo=repo) if row["Experiment"] in names), key=lambda row: names.index(row["Experiment"]))
-    table = [{"Experiment": row["Experiment"], **{key: row.get(key) for key in swept}, **dvc.api.metrics_show(repo=repo, rev=row["rev"])} for row in rows]
+    """One row per experiment: the swept params as DVC recorded them, then every metric, named as `dvc exp show` names
+    them (`<file>:<key>` where several metrics files, one per pipeline experiment, share a key). Read from `dvc exp
+    show --json`, which nests metrics by file: `dvc.api.metrics_show(rev=...)` fails to find an experiment's
+    `cache: false` metrics when the workspace never ran the pipeline (a sweep on a fresh clone)."""
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    found = {rev["name"]: rev["data"] for baseline in json.loads(shown) for exp in baseline.get("experiments") or [] for rev in exp["revs"]}
+    table = []
+    for name in (n for n in names if n in found):
+        data = found[name]
+        params = flat(data["params"].get("params.yaml", {}).get("data", {}))
+        metrics = {path: flat(item.get("data", {})) for path, item in data["metrics"].items()}
+        shared = Counter(key for values in metrics.values() for key in values)
+        row = {"Experiment": name, **{key: params.get(key) for key in swept}}
+        row |= {key if shared[key] == 1 else f"{path}:{key}": value for path, values in metrics.items() for key, value in values.items()}
+        table.append(row)
     return pd.DataFrame(table, columns=None if table else ["Experiment", *swept]).set_index("Experiment")
+
+
+def flat(nested: dict) -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}, as DVC names nested params and metrics."""
+    return pd.json_normalize(nested, sep=".").to_dict("records")[0] if nested else {}
 
 
 @flow(name="plugen-sweep")

@@ -2,6 +2,8 @@
 and the deployments (prefect.yaml, deploy/k8s-gpu-job-template.json) are what the workers expect.
 Runs of the flows themselves are in test_flows_runs.py."""
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -102,3 +104,28 @@ def test_k8s_worker_accepts_the_rendered_job(monkeypatch):
     worker = pytest.importorskip("prefect_kubernetes.worker")
     config = worker.KubernetesWorkerJobConfiguration(**render(K8S_TEMPLATE, deployed_job_variables("gpu-k8s", monkeypatch)))
     assert config.job_manifest["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"] == {"nvidia.com/gpu": 1}
+
+
+def test_sweep_compares_the_experiments_metrics_by_file(tmp_path):
+    """The comparison reads each experiment's swept params and metrics from DVC's experiments, the workspace never
+    having run, and prefixes a key two metrics files share with the file, as `dvc exp show` does."""
+    import subprocess
+    import sys
+
+    from flows.sweep import compare
+
+    (tmp_path / "params.yaml").write_text("lr: 1\nnested: {depth: 2}\n")
+    cmd = "python -c \"import yaml, json; p = yaml.safe_load(open('params.yaml')); [json.dump({'score': p['lr'] * k, 'own_%s' % k: k}, open('m/%s.json' % k, 'w')) for k in (1, 2)]\""
+    stage = {"cmd": cmd, "params": ["lr", "nested"], "metrics": [{"m/1.json": {"cache": False}}, {"m/2.json": {"cache": False}}]}
+    (tmp_path / "m").mkdir()
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"score": stage}}))
+    (tmp_path / "report").mkdir()  # like reports/dvc.yaml: a pipeline beside it that reads the metrics folder
+    (tmp_path / "report/dvc.yaml").write_text(yaml.safe_dump({"stages": {"report": {"wdir": "..", "cmd": "ls m", "deps": ["m"]}}}))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    for args in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qm", "x"]):
+        subprocess.run(args, cwd=tmp_path, check=True, env=env)
+    for name, lr in (("a", 3), ("b", 5)):
+        subprocess.run([sys.executable, "-m", "dvc", "exp", "run", "-q", "--name", name, "-S", f"lr={lr}"], cwd=tmp_path, check=True, env=env, capture_output=True)
+    table = compare(str(tmp_path), ["a", "b"], ["lr", "nested.depth"])
+    assert list(table.index) == ["a", "b"] and list(table["lr"]) == [3, 5] and list(table["nested.depth"]) == [2, 2]
+    assert list(table["m/1.json:score"]) == [3, 5] and list(table["m/2.json:score"]) == [6, 10] and list(table["own_2"]) == [2, 2]
