@@ -152,6 +152,7 @@ def experiment(params: dict, name: str) -> dict:
         "name": name,
         "seed": params.get("seed", 0),
         "device": params.get("device", "auto"),
+        "threads": params.get("threads", "auto"),
         "dataset": dataset(params, entry["dataset"]),
         "backbone": copy.deepcopy(entry["backbone"]),
         "labeller": copy.deepcopy(entry.get("labeller")),

@@ -23,6 +23,22 @@ def normal_log_pdf(x: torch.Tensor, mean, std) -> torch.Tensor:
     return -((x - mean) ** 2) / (2 * std**2) - torch.log(std) - LOG_SQRT_2PI
 
 
+class WithGradient(torch.autograd.Function):
+    """A per-row value whose gradient with respect to its input the forward pass computes alongside it: the backward
+    is one product rather than autograd retracing every elementwise op of the density."""
+
+    @staticmethod
+    def forward(ctx, inputs: torch.Tensor, value_and_gradient):
+        value, gradient = value_and_gradient(inputs)
+        ctx.save_for_backward(gradient)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        (gradient,) = ctx.saved_tensors
+        return grad_output[:, None] * gradient, None
+
+
 class PluGeNPrior(Distribution):
     def __init__(
         self,
@@ -53,6 +69,10 @@ class PluGeNPrior(Distribution):
         self.register_buffer("cont_mean", torch.as_tensor(cont_mean, dtype=torch.float32))
         self.register_buffer("cont_std", torch.as_tensor(cont_std, dtype=torch.float32))
         self.register_buffer("sigma", torch.tensor(float(sigma)))
+        self.register_buffer("tables", torch.empty(8, self.n_attr), persistent=False)  # set_sigma fills both
+        self.register_buffer("missing_tables", torch.empty(4, self.n_attr), persistent=False)
+        self.set_sigma(float(sigma))
+        self.register_load_state_dict_post_hook(lambda prior, keys: prior.set_sigma(prior.sigma))  # a loaded sigma
 
     @classmethod
     def from_labels(cls, dim: int, groups, context: np.ndarray, sigma: float, balanced: bool, continuous_scale: float = 1.0) -> "PluGeNPrior":
@@ -73,24 +93,53 @@ class PluGeNPrior(Distribution):
         p = self.positive_rate
         return self.sigma * torch.sqrt(2 * p), self.sigma * torch.sqrt(2 * (1 - p))
 
-    def _log_prob(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        a, style = inputs[:, : self.n_attr], inputs[:, self.n_attr :]
-        if context is None:
-            context = torch.full_like(a, float("nan"))
-        missing = torch.isnan(context)
-        label = torch.nan_to_num(context)  # NaN would poison gradients even through the unselected branch
+    def set_sigma(self, sigma: float | torch.Tensor) -> None:
+        """Set the width and tabulate, per attribute coordinate, the Gaussians `log_prob` needs: done once per epoch
+        rather than in every batch. Rows: label scale and offset (the component's mean is label * scale + offset),
+        then (mean, 1/std, log-normaliser + log-weight) of the component for label 1 (missing: the first mixture
+        component) and for label 0 (the second); a continuous coordinate's two missing components are the same
+        Gaussian at half weight each."""
+        self.sigma.fill_(float(sigma))
         s_pos, s_neg = self.widths()
-        p = self.positive_rate
-        l_pos = normal_log_pdf(a, 1.0, s_pos)
-        l_neg = normal_log_pdf(a, -1.0, s_neg)
-        l_mix = torch.logaddexp(torch.log(p) + l_pos, torch.log1p(-p) + l_neg)
-        binary = torch.where(missing, l_mix, torch.where(label > 0.5, l_pos, l_neg))
-        s_cont = self.continuous_scale * self.sigma
-        continuous = torch.where(
-            missing, normal_log_pdf(a, self.cont_mean, torch.sqrt(self.cont_std**2 + s_cont**2)), normal_log_pdf(a, label, s_cont.expand_as(a))
-        )
-        attr = torch.where(self.is_continuous, continuous, binary).sum(dim=1)
-        return attr + (-0.5 * style**2 - LOG_SQRT_2PI).sum(dim=1)
+        cont, p = self.is_continuous, self.positive_rate
+        s_cont = (self.continuous_scale * self.sigma).expand(self.n_attr)
+        s_missing = torch.sqrt(self.cont_std**2 + s_cont**2)
+        s_pos, s_neg = torch.where(cont, s_cont, s_pos), torch.where(cont, s_cont, s_neg)
+        half = torch.full_like(p, 0.5)
+        self.tables = torch.stack([
+            torch.where(cont, 1.0, 2.0), torch.where(cont, 0.0, -1.0),
+            1 / s_pos, 1 / s_neg, -torch.log(s_pos) - LOG_SQRT_2PI, -torch.log(s_neg) - LOG_SQRT_2PI,
+            torch.where(cont, self.cont_mean, 1.0), torch.where(cont, self.cont_mean, -1.0),
+        ])
+        self.missing_tables = torch.stack([
+            1 / torch.where(cont, s_missing, s_pos), 1 / torch.where(cont, s_missing, s_neg),
+            torch.where(cont, -torch.log(s_missing) + torch.log(half), -torch.log(s_pos) + torch.log(p)) - LOG_SQRT_2PI,
+            torch.where(cont, -torch.log(s_missing) + torch.log(half), -torch.log(s_neg) + torch.log1p(-p)) - LOG_SQRT_2PI,
+        ])
+
+    def _log_prob(self, inputs: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        if context is None:
+            context = torch.full_like(inputs[:, : self.n_attr], float("nan"))
+        return WithGradient.apply(inputs, lambda z: self._log_prob_and_gradient(z, context))
+
+    def _log_prob_and_gradient(self, inputs: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per row log p(z | labels), and its gradient with respect to z: a Gaussian's is -(z - mean) / std^2, a
+        mixture's the responsibility-weighted sum of its components'."""
+        a, style = inputs[:, : self.n_attr], inputs[:, self.n_attr :]
+        scale, offset, inv_pos, inv_neg, norm_pos, norm_neg, mean_1, mean_0 = self.tables
+        inv_1, inv_0, norm_1, norm_0 = self.missing_tables
+        label = torch.nan_to_num(context)
+        positive = label > 0.5
+        inv = torch.where(positive, inv_pos, inv_neg)
+        d = (a - torch.addcmul(offset, label, scale)) * inv
+        d_1, d_0 = (a - mean_1) * inv_1, (a - mean_0) * inv_0
+        l_1, l_0 = norm_1 - 0.5 * d_1**2, norm_0 - 0.5 * d_0**2
+        mixture = torch.logaddexp(l_1, l_0)
+        r_1 = torch.exp(l_1 - mixture)  # the first component's responsibility
+        missing = torch.isnan(context)
+        value = torch.where(missing, mixture, torch.where(positive, norm_pos, norm_neg) - 0.5 * d**2).sum(dim=1)
+        grad = torch.where(missing, -(r_1 * d_1 * inv_1 + (1 - r_1) * d_0 * inv_0), -d * inv)
+        return value - 0.5 * (style**2).sum(dim=1) - LOG_SQRT_2PI * style.shape[1], torch.cat([grad, -style], dim=1)
 
     def fill_missing(self, context: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw every missing attribute from its marginal in the labelled data (whole attributes, so a

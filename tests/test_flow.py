@@ -30,6 +30,32 @@ def test_inverse_recovers_input_and_logdet_matches_numerical_jacobian(coupling):
         assert logdet.std() > 1e-4  # volume changes differ between points: the check above is not trivial
 
 
+@pytest.mark.parametrize("coupling", ["additive", "affine"])
+@pytest.mark.parametrize("dim", [6, 7])
+def test_halves_couplings_compute_nflows_masked_couplings(coupling, dim):
+    """The flow's couplings, split into halves once, are nflows' alternating-mask couplings with the same weights."""
+    from nflows.transforms import ActNorm, AdditiveCouplingTransform, AffineCouplingTransform, CompositeTransform
+
+    from plugen_core.flow import CouplingNet
+
+    torch.manual_seed(0)
+    ours = build_transform(dim=dim, couplings=3, hidden=16, layers=3, coupling=coupling)
+    for p in ours.parameters():
+        p.data = torch.randn_like(p)
+    masked = {"additive": AdditiveCouplingTransform, "affine": AffineCouplingTransform}[coupling]
+    nets = list(ours._transforms[0].nets)
+    reference = CompositeTransform(
+        [masked((torch.arange(dim) + k) % 2, lambda i, o, k=k: nets[k]) for k in range(3)] + [ours._transforms[-1]]
+    )
+    assert all(isinstance(n, CouplingNet) for n in nets) and isinstance(ours._transforms[-1], ActNorm)
+    ours.eval(), reference.eval()
+    w = torch.randn(50, dim)
+    (z, logdet), (z_ref, logdet_ref) = ours(w), reference(w)
+    assert torch.allclose(z, z_ref, atol=1e-5) and torch.allclose(logdet, logdet_ref, atol=1e-5)
+    assert torch.allclose(ours.inverse(z)[0], reference.inverse(z)[0], atol=1e-4)
+    assert not torch.allclose(z, w, atol=1e-2)
+
+
 def test_epoch_order_gives_labelled_rows_their_share():
     from plugen_core.flow import epoch_order
 

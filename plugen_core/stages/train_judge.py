@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import torch
 
-from plugen_core import checkpoints, config
+from plugen_core import checkpoints, config, threads
 from plugen_core.io import PlugenInputError, load_params, read_array, read_json, read_table, resolve_device, run_stage, section, seed_everything, write_table
 from plugen_core.judge import Judge, PropertyJudge
 from plugen_core.layout import DatasetLayout
@@ -32,6 +32,7 @@ def main() -> None:
     layout = DatasetLayout(args.dataset)
     generator = seed_everything(params.get("seed", 0))
     device = resolve_device(params.get("device", "auto"))
+    threads.configure(params.get("threads", "auto"))
 
     samples = read_array(layout.samples)
     labels = read_table(layout.labels)
