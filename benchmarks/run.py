@@ -34,10 +34,10 @@ from torch import nn
 
 from benchmarks import filed
 from plugen_core import config, flow, threads
-from plugen_core.io import load_params, read_array, read_table
+from plugen_core.io import atomic_path, load_params, read_array, read_table, write_json
 from plugen_core.layout import Layout
 from plugen_core.schema import Attribute, Schema
-from plugen_core.stages.train_flow import training_set
+from plugen_core.stages.train_flow import build_plugin, train, training_set
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results.json"
@@ -72,20 +72,13 @@ def synthetic(n: int, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tens
     return torch.from_numpy(rng.standard_normal((n, dim), dtype=np.float32)), context
 
 
-def new_model(context: torch.Tensor, dim: int, p: dict, seed: int = 0) -> flow.PluGeN:
+def new_model(context: torch.Tensor, dim: int, p: dict, schema: Schema = SCHEMA, seed: int = 0) -> flow.PluGeN:
     torch.manual_seed(seed)
-    labelled = context[~torch.isnan(context).all(dim=1)].numpy()
-    return flow.PluGeN.create(
-        SCHEMA, dim, labelled, p["sigma0"], p["balanced"], p["continuous_sigma_scale"],
-        coupling=p["coupling"], couplings=p["couplings"], hidden=p["hidden"], layers=p["layers"],
-    )
+    return build_plugin(schema, dim, context[~torch.isnan(context).all(dim=1)].numpy(), p)
 
 
 def fit_epochs(model, w, context, p, epochs, generator, on_epoch=None) -> list[dict]:
-    return flow.fit(
-        model, w, context, epochs, p["batch_size"], p["lr"], p["sigma0"], p["sigma_gamma"], p["sigma_min"],
-        p["grad_clip"], generator, p["labelled_share"], p["input_noise"], on_epoch=on_epoch,
-    )
+    return train(model, w, context, {**p, "epochs": epochs}, generator, on_epoch=on_epoch)
 
 
 def filed_epochs(model, w, context, p, epochs, generator, on_epoch=None) -> list[dict]:
@@ -170,13 +163,8 @@ def shapes_latents() -> tuple[dict, tuple, tuple]:
 def nll_section(epochs: int) -> dict:
     p, (w, context, schema), (w_test, c_test) = shapes_latents()
     curves = {}
-    for name, train in (("today", fit_epochs), ("filed", filed_epochs)):
-        torch.manual_seed(0)
-        labelled = context[~torch.isnan(context).all(dim=1)].numpy()
-        model = flow.PluGeN.create(
-            schema, w.shape[1], labelled, p["sigma0"], p["balanced"], p["continuous_sigma_scale"],
-            coupling=p["coupling"], couplings=p["couplings"], hidden=p["hidden"], layers=p["layers"],
-        )
+    for name, loop in (("today", fit_epochs), ("filed", filed_epochs)):
+        model = new_model(context, w.shape[1], p, schema)
         model = model if name == "today" else filed.model_like(model)
         rows = []
 
@@ -185,7 +173,7 @@ def nll_section(epochs: int) -> dict:
             with torch.no_grad():
                 rows.append({"epoch": row["epoch"], "seconds": row["elapsed_s"], "train_nll": row["nll"], "held_out_nll": model.loss(w_test, c_test).item()})
 
-        train(model, w, context, p, epochs, torch.Generator().manual_seed(0), on_epoch=score)
+        loop(model, w, context, p, epochs, torch.Generator().manual_seed(0), on_epoch=score)
         curves[name] = rows
     target = curves["filed"][-1]["held_out_nll"]
     reach = {name: next((r["seconds"] for r in rows if r["held_out_nll"] <= target), None) for name, rows in curves.items()}
@@ -336,7 +324,8 @@ def plot_nll(nll: dict, path: Path) -> None:
     ax.set(xlabel="training seconds", ylabel="held-out NLL per latent", title=f"{nll['experiment']}: time to NLL")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -358,12 +347,13 @@ def main(argv: list[str] | None = None) -> None:
     for name in sections:
         print(f"[benchmark] {name} ...", flush=True)
         results[name] = run[name]()
-        RESULTS.write_text(json.dumps(results, indent=1))
+        write_json(results, RESULTS)  # each section kept as it finishes
     if "nll" in results:
         plot_nll(results["nll"], DOC.parent / "performance-nll.png")
     text = DOC.read_text()
     start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    DOC.write_text(text[:start] + "\n" + markdown(results) + "\n" + text[end:])
+    with atomic_path(DOC) as tmp:
+        tmp.write_text(text[:start] + "\n" + markdown(results) + "\n" + text[end:])
     print(markdown(results))
 
 

@@ -20,20 +20,30 @@ def main() -> None:
 
     w, context, schema = training_set(layout, p["use_unlabelled"])
     labelled_context = context[~np.isnan(context).all(axis=1)]
-    model = flow.PluGeN.create(
-        schema, w.shape[1], labelled_context, p["sigma0"], p["balanced"], p["continuous_sigma_scale"],
-        coupling=p["coupling"], couplings=p["couplings"], hidden=p["hidden"], layers=p["layers"],
-    ).to(device)
+    model = build_plugin(schema, w.shape[1], labelled_context, p).to(device)
     state = TrainingState(f"train_flow@{cfg['name']}", {"flow": p, "seed": cfg["seed"]}, [layout.latents, layout.table, layout.schema])
-    history = flow.fit(
-        model, w, torch.from_numpy(context), p["epochs"], p["batch_size"], p["lr"],
-        p["sigma0"], p["sigma_gamma"], p["sigma_min"], p["grad_clip"], generator, p["labelled_share"], p["input_noise"], state,
-    )
+    history = train(model, w, torch.from_numpy(context), p, generator, state)
     model.cpu().save(layout.plugen)
     write_table(pd.DataFrame(history, columns=flow.HISTORY_COLUMNS), layout.flow_history)
     state.clear()
     seconds = history[-1]["elapsed_s"] if history else 0.0  # 0 epochs: the untrained control
     print(f"[train_flow] {len(w)} latents ({len(labelled_context)} labelled), {len(history)} epochs in {seconds:.1f}s on {device} -> {layout.plugen}, {layout.flow_history}")
+
+
+def build_plugin(schema: Schema, dim: int, labelled_context: np.ndarray, p: dict) -> flow.PluGeN:
+    """An untrained plugin as the `flow` params section describes it."""
+    return flow.PluGeN.create(
+        schema, dim, labelled_context, p["sigma0"], p["balanced"], p["continuous_sigma_scale"],
+        coupling=p["coupling"], couplings=p["couplings"], hidden=p["hidden"], layers=p["layers"],
+    )
+
+
+def train(model: flow.PluGeN, w: torch.Tensor, context: torch.Tensor, p: dict, generator: torch.Generator, state=None, on_epoch=None) -> list[dict]:
+    """`flow.fit` with the `flow` params section's schedule."""
+    return flow.fit(
+        model, w, context, p["epochs"], p["batch_size"], p["lr"], p["sigma0"], p["sigma_gamma"], p["sigma_min"],
+        p["grad_clip"], generator, p["labelled_share"], p["input_noise"], state, on_epoch,
+    )
 
 
 def training_set(layout, use_unlabelled: bool) -> tuple[torch.Tensor, np.ndarray, Schema]:
