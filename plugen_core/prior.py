@@ -143,7 +143,7 @@ class PluGeNPrior(Distribution):
 
     def fill_missing(self, context: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw every missing attribute from its marginal in the labelled data (whole attributes, so a
-        categorical gets exactly one class)."""
+        categorical gets exactly one class). Labels stay on the CPU, where the seeded generator draws."""
         context = context.clone()
         for kind, start, stop in self.groups:
             block = context[:, start:stop]
@@ -152,12 +152,12 @@ class PluGeNPrior(Distribution):
             if n == 0:
                 continue
             if kind == "categorical":
-                cls = torch.multinomial(self.positive_rate[start:stop], n, replacement=True, generator=generator)
+                cls = torch.multinomial(self.positive_rate[start:stop].cpu(), n, replacement=True, generator=generator)
                 block[rows] = torch.nn.functional.one_hot(cls, stop - start).float()
             elif kind == "binary":
-                block[rows, 0] = (torch.rand(n, generator=generator) < self.positive_rate[start]).float()
+                block[rows, 0] = (torch.rand(n, generator=generator) < self.positive_rate[start].cpu()).float()
             else:
-                block[rows, 0] = self.cont_mean[start] + self.cont_std[start] * torch.randn(n, generator=generator)
+                block[rows, 0] = self.cont_mean[start].cpu() + self.cont_std[start].cpu() * torch.randn(n, generator=generator)
         return context
 
     def posterior(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -188,12 +188,14 @@ class PluGeNPrior(Distribution):
         """z for fully specified labels: attribute coordinates ~ N(mean, (t sigma)^2), style ~ N(0, t_style^2)."""
         if torch.isnan(context).any():
             raise ValueError("sample_given needs fully specified labels; call fill_missing first")
+        device = self.sigma.device  # the prior's; the labels and the seeded draws come from the CPU
+        context = context.to(device)
         s_pos, s_neg = self.widths()
         s_cont = (self.continuous_scale * self.sigma).expand_as(context)
         std = torch.where(self.is_continuous, s_cont, torch.where(context > 0.5, s_pos, s_neg))
         n = context.shape[0]
-        attr = self.means(context) + temperature * std * torch.randn(context.shape, generator=generator)
-        style = style_temperature * torch.randn(n, self.dim - self.n_attr, generator=generator)
+        attr = self.means(context) + temperature * std * torch.randn(context.shape, generator=generator).to(device)
+        style = style_temperature * torch.randn(n, self.dim - self.n_attr, generator=generator).to(device)
         return torch.cat([attr, style], dim=1)
 
     def _sample(self, num_samples: int, context: torch.Tensor | None) -> torch.Tensor:

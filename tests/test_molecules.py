@@ -44,7 +44,7 @@ def test_selfies_vae_reads_back_what_it_writes_and_names_a_molecule_it_cannot_re
 def test_selfies_vae_learns_to_reconstruct_and_an_untrained_one_does_not():
     torch.manual_seed(0)
     alphabet, longest = alphabet_of(MOLECULES)
-    model = SelfiesVAE(alphabet, longest, latent_dim=8, channels=16, hidden=64, beta=0.01)
+    model = SelfiesVAE(alphabet, longest, latent_dim=8, hidden=64, beta=0.01)
     exact = lambda: (model.decode_data(model.encode_data(MOLECULES)) == chemistry.canonical(MOLECULES)).mean()  # noqa: E731
     assert exact() < 0.5  # the negative control
     model.fit(MOLECULES, 150, 8, 0.01, torch.device("cpu"), torch.Generator().manual_seed(0))

@@ -51,7 +51,7 @@ def train_gan(epochs, state):
 def train_molecule_vae(epochs, state):
     generator = seed_everything(0)
     alphabet, longest = alphabet_of(SMILES)
-    model = SelfiesVAE(alphabet=alphabet, max_length=longest, latent_dim=4, embedding=4, channels=8, hidden=16)
+    model = SelfiesVAE(alphabet=alphabet, max_length=longest, latent_dim=4, embedding=4, hidden=16)
     return model, model.fit(SMILES, epochs, 8, 0.003, torch.device("cpu"), generator, state)
 
 

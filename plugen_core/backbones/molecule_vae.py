@@ -1,9 +1,14 @@
 """A SELFIES sequence VAE for molecules. Stored samples are SMILES strings; the model reads and writes SELFIES tokens,
 because every SELFIES token sequence decodes to a valid molecule (a SMILES decoder spends its capacity on syntax and
-still writes invalid strings). Encoder and decoder are convolutions over token positions, and the decoder writes every
-position at once from the latent alone (greedily, `decode`, or sampled at a temperature, `generate`): no autoregressive
-decoder can ignore the latent (posterior collapse, which leaves properties out of it), and a step costs milliseconds on
-a CPU (a GRU decoder of the same size: 1.4 s a batch of 256 on 2 cores)."""
+still writes invalid strings).
+
+A bidirectional GRU reads the tokens into the posterior; a GRU writes them back one at a time, reading the latent at
+every step (greedily, `decode`, or sampled at a temperature, `generate`). An earlier decoder wrote every position at
+once from the latent through a dense layer: it reconstructed 66% of test molecules exactly, but its latent coded
+which token sits at which position, and no property could be read off it (linear-probe R^2: logP 0.04, QED 0.03).
+Against posterior collapse (an autoregressive decoder that ignores the latent) the KL weight rises from 0 over the
+first third of training and `word_dropout` hides a share of the previous tokens from the decoder in training, so it
+must read what comes next off the latent."""
 from __future__ import annotations
 
 import math
@@ -18,7 +23,7 @@ from plugen_core import resume
 from plugen_core.backbones.base import Backbone
 from plugen_core.io import PlugenInputError, inference_batch
 
-PAD, START, END = 0, 1, 2  # token ids before the alphabet's
+PAD, START, END = 0, 1, 2  # token ids before the alphabet's; PAD also stands for a token hidden by word dropout
 SPECIAL = 3
 
 
@@ -47,26 +52,23 @@ class SelfiesVAE(Backbone):
     kind = "selfies-vae"
     has_encoder = True
 
-    def __init__(self, alphabet: list[str], max_length: int, latent_dim: int = 64, embedding: int = 32, channels: int = 64, hidden: int = 256, beta: float = 0.1):
+    def __init__(self, alphabet: list[str], max_length: int, latent_dim: int = 64, embedding: int = 32, hidden: int = 256, beta: float = 0.5, word_dropout: float = 0.25):
         super().__init__(latent_dim)
         if not alphabet or max_length < 1:
             raise PlugenInputError(f"selfies-vae: needs a token alphabet and max_length >= 1, got {len(alphabet)} tokens and {max_length}")
         self.alphabet, self.max_length = list(alphabet), int(max_length)
-        self.embedding, self.channels, self.hidden, self.beta = embedding, channels, hidden, beta
+        self.embedding, self.hidden, self.beta, self.word_dropout = embedding, hidden, beta, word_dropout
         self.token_ids = {t: i + SPECIAL for i, t in enumerate(self.alphabet)}
-        length, vocab = self.max_length + 1, len(self.alphabet) + SPECIAL
+        vocab = len(self.alphabet) + SPECIAL
         self.embed = nn.Embedding(vocab, embedding, padding_idx=PAD)
-        self.encoder = nn.Sequential(
-            nn.Conv1d(embedding, channels, 5, padding=2), nn.ReLU(), nn.Conv1d(channels, channels, 5, padding=2), nn.ReLU(),
-            nn.Flatten(), nn.Linear(channels * length, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent_dim),
-        )
-        self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels * length), nn.ReLU(), nn.Unflatten(1, (channels, length)),
-            nn.Conv1d(channels, channels, 5, padding=2), nn.ReLU(), nn.Conv1d(channels, vocab, 1),
-        )
+        self.reader = nn.GRU(embedding, hidden, batch_first=True, bidirectional=True)
+        self.to_posterior = nn.Linear(2 * hidden, 2 * latent_dim)
+        self.to_state = nn.Linear(latent_dim, hidden)
+        self.writer = nn.GRU(embedding + latent_dim, hidden, batch_first=True)
+        self.to_token = nn.Linear(hidden, vocab)
 
     def config(self) -> dict:
-        return {"alphabet": self.alphabet, "max_length": self.max_length, "latent_dim": self.latent_dim, "embedding": self.embedding, "channels": self.channels, "hidden": self.hidden, "beta": self.beta}
+        return {"alphabet": self.alphabet, "max_length": self.max_length, "latent_dim": self.latent_dim, "embedding": self.embedding, "hidden": self.hidden, "beta": self.beta, "word_dropout": self.word_dropout}
 
     def preprocess(self, raw: np.ndarray) -> torch.Tensor:
         """SMILES -> (N, max_length + 1) token ids, END-terminated and PAD-filled. A molecule with a token outside the
@@ -104,64 +106,86 @@ class SelfiesVAE(Backbone):
         return canonical(words)
 
     def posterior(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, logvar = self.encoder(self.embed(tokens).transpose(1, 2)).chunk(2, dim=1)
+        lengths = (tokens != PAD).sum(dim=1).cpu()  # the reader stops at END: padding does not move the latent
+        packed = nn.utils.rnn.pack_padded_sequence(self.embed(tokens), lengths, batch_first=True, enforce_sorted=False)
+        _, last = self.reader(packed)  # (2 directions, N, hidden)
+        mean, logvar = self.to_posterior(last.transpose(0, 1).reshape(len(tokens), -1)).chunk(2, dim=1)
         return mean, logvar.clamp(-12, 8)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.posterior(x)[0]
 
-    def logits(self, w: torch.Tensor) -> torch.Tensor:
-        """(N, vocab, max_length + 1): every position's token scores at once."""
-        logits = self.decoder(w)
-        logits[:, PAD] = logits[:, START] = -math.inf  # the sequence is END-terminated; the rest is ignored
-        return logits
+    def write(self, w: torch.Tensor, previous: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores (N, T, vocab) of the token after each of `previous` (N, T), and the writer's state after them."""
+        state = torch.tanh(self.to_state(w))[None] if state is None else state
+        steps = torch.cat([self.embed(previous), w[:, None].expand(-1, previous.shape[1], -1)], dim=2)
+        out, state = self.writer(steps, state)
+        logits = self.to_token(out)
+        logits[..., PAD] = logits[..., START] = -math.inf  # never written: the sequence ends at END
+        return logits, state
 
     @torch.no_grad()
     def generate(self, w: torch.Tensor, temperature: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Token ids: the likeliest token at each position (temperature 0) or one sampled at `temperature`."""
-        logits = self.logits(w)
-        if temperature <= 0:
-            return logits.argmax(dim=1)
-        probs = torch.softmax(logits / temperature, dim=1).transpose(1, 2).reshape(-1, logits.shape[1])
-        return torch.multinomial(probs.cpu(), 1, generator=generator).view(len(w), -1).to(w.device)
+        """Token ids, one position at a time: the likeliest token (temperature 0) or one sampled at `temperature`;
+        PAD after END."""
+        tokens = torch.full((len(w), self.max_length + 1), PAD, dtype=torch.long, device=w.device)
+        previous, state = torch.full((len(w), 1), START, dtype=torch.long, device=w.device), None
+        ended = torch.zeros(len(w), dtype=torch.bool, device=w.device)
+        for position in range(self.max_length + 1):
+            logits, state = self.write(w, previous, state)
+            if temperature <= 0:
+                token = logits[:, -1].argmax(dim=1)
+            else:
+                token = torch.multinomial(torch.softmax(logits[:, -1] / temperature, dim=1).cpu(), 1, generator=generator)[:, 0].to(w.device)
+            tokens[:, position] = token.masked_fill(ended, PAD)
+            ended |= token == END
+            if ended.all():
+                break
+            previous = token[:, None]
+        return tokens
 
     def decode(self, w: torch.Tensor) -> torch.Tensor:
         return self.generate(w)
 
-    def loss(self, tokens: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-        """Negative ELBO per molecule (token cross-entropy up to and including END + beta KL), and token accuracy."""
+    def loss(self, tokens: torch.Tensor, beta: float, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Negative ELBO per molecule (token cross-entropy up to and including END + beta KL), and token accuracy; the
+        writer reads the true previous tokens (teacher forcing), a `word_dropout` share of them hidden in training."""
         mean, logvar = self.posterior(tokens)
         w = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
-        logits = self.decoder(w)
+        previous = torch.cat([torch.full_like(tokens[:, :1], START), tokens[:, :-1]], dim=1)
+        if self.training and self.word_dropout:
+            hidden = torch.rand(previous.shape, generator=generator).to(tokens.device) < self.word_dropout
+            previous = previous.masked_fill(hidden & (previous != START), PAD)
+        logits = self.write(w, previous)[0].transpose(1, 2)  # (N, vocab, T), as cross_entropy reads it
         real = tokens != PAD
-        recon = (F.cross_entropy(logits, tokens, reduction="none") * real).sum(dim=1).mean()
+        recon = F.cross_entropy(logits, tokens, ignore_index=PAD, reduction="none").sum(dim=1).mean()  # PAD scores -inf
         kl = 0.5 * (mean**2 + logvar.exp() - 1 - logvar).sum(dim=1).mean()
         accuracy = ((logits.argmax(dim=1) == tokens) & real).sum() / real.sum()
         return {"loss": recon + beta * kl, "recon": recon, "kl": kl, "token_accuracy": accuracy}
 
     def fit(self, data, epochs, batch_size, lr, device, generator, state=None) -> list[dict]:
         """The KL weight rises from 0 to beta over the first third of training, so the latent is used before it is
-        pulled towards the prior (posterior collapse, the usual failure of a sequence VAE)."""
-        tokens = self.preprocess(data)
+        pulled towards the prior. The token ids move to the device once; per epoch one host read of the sums."""
+        tokens = self.preprocess(data).to(device)
         self.to(device).train()
         opt = torch.optim.Adam(self.parameters(), lr=lr)
         total = epochs * math.ceil(len(tokens) / batch_size)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
         history: list[dict] = []
         for epoch in resume.epochs(state, epochs, history, generator, model=self, optimiser=opt, schedule=sched):
-            perm = torch.randperm(len(tokens), generator=generator)
-            sums: dict[str, float] = {}
+            perm = torch.randperm(len(tokens), generator=generator).to(device)
+            sums: dict[str, torch.Tensor] = {}
             for start in tqdm(range(0, len(tokens), batch_size), desc=f"selfies-vae epoch {epoch + 1}/{epochs}", leave=False):
-                batch = tokens[perm[start : start + batch_size]].to(device)
-                terms = self.loss(batch, self.beta * min(1.0, 3 * sched.last_epoch / total))  # last_epoch: steps taken
+                batch = tokens[perm[start : start + batch_size]]
+                terms = self.loss(batch, self.beta * min(1.0, 3 * sched.last_epoch / total), generator)  # last_epoch: steps taken
                 opt.zero_grad()
                 terms["loss"].backward()
                 nn.utils.clip_grad_norm_(self.parameters(), 5.0)
                 opt.step()
                 sched.step()
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v.item() * len(batch)
-            row = {"epoch": epoch + 1, **{k: v / len(tokens) for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}
+                    sums[k] = sums.get(k, 0.0) + v.detach() * len(batch)
+            row = {"epoch": epoch + 1, **{k: float(v) / len(tokens) for k, v in sums.items()}, "lr": sched.get_last_lr()[0]}
             history.append(row)
             print(f"[backbone] epoch {row['epoch']}/{epochs} loss {row['loss']:.2f} recon {row['recon']:.2f} kl {row['kl']:.2f} token accuracy {row['token_accuracy']:.3f}", flush=True)
         self.eval()
