@@ -10,6 +10,7 @@ import time
 import torch
 
 from benchmarks.run import SCHEMA, fit_epochs, flow_params, new_model, synthetic
+from plugen_core.io import write_json
 
 
 def main() -> None:
@@ -33,8 +34,7 @@ def main() -> None:
         out["generate_10k_ms"] = (time.perf_counter() - start) * 1000
     print(json.dumps(out))
     if len(sys.argv) > 1:
-        with open(sys.argv[1], "w") as f:
-            json.dump(out, f, indent=1)
+        write_json(out, sys.argv[1])
 
 
 if __name__ == "__main__":

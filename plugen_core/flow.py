@@ -143,8 +143,8 @@ class PluGeN(nn.Module):
         Returns (w, the full label context each sample was drawn for)."""
         context = self.context(targets, extrapolate).repeat_interleave(n_per_target, dim=0)
         labels = self.prior.fill_missing(context, generator)
-        z = self.prior.sample_given(labels, temperature, style_temperature, generator)
-        return self.to_w(z.to(self._device())), labels
+        z = self.prior.sample_given(labels, temperature, style_temperature, generator)  # on the prior's device
+        return self.to_w(z), labels
 
     @torch.no_grad()
     def manipulate(self, w: torch.Tensor, edits: pd.DataFrame | dict, extrapolate: bool = False) -> torch.Tensor:
