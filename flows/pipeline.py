@@ -233,11 +233,13 @@ def key_value(item: str) -> tuple[str, str]:
     return key, value
 
 
-def cli_parser(module: str, description: str | None) -> argparse.ArgumentParser:
-    """Options shared by `python -m flows.pipeline` and `python -m flows.sweep`."""
+def cli_parser(module: str, description: str | None, targets: bool = True) -> argparse.ArgumentParser:
+    """Options shared by the flows' command lines (`python -m flows.pipeline`, `flows.sweep`, `flows.label_efficiency`)."""
     ap = argparse.ArgumentParser(prog=f"python -m {module}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="param override, as `dvc exp run -S` (repeatable)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], help="sets the `device` param")
+    if targets:
+        ap.add_argument("--targets", nargs="+", metavar="STAGE", help="stages to bring up to date, with what they need (default: all)")
     ap.add_argument("--repo", default=".", help="DVC repository to run in (default: current directory)")
     ap.add_argument("--retries", type=int, default=2, help="retries per task: a stage, or an experiment (default: 2)")
     ap.add_argument("--retry-delay", type=float, default=10.0, dest="retry_delay_s", help="seconds between retries (default: 10)")
@@ -252,7 +254,6 @@ def exit_code(state: State) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = cli_parser("flows.pipeline", __doc__)
-    ap.add_argument("--targets", nargs="+", metavar="STAGE", help="stages to bring up to date (default: all)")
     ap.add_argument("--push", action="store_true", help="`dvc push` the outputs at the end")
     args = vars(ap.parse_args(argv))
     args["overrides"] = dict(args.pop("set"))

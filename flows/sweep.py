@@ -6,6 +6,7 @@ experiments run side by side and no two `dvc repro` ever share a workspace. Stag
 change are restored from DVC's run cache once any earlier run has produced them.
 
     python -m flows.sweep --grid flow.sigma_min=0.1,0.2 --set flow.epochs=3
+    python -m flows.sweep --grid seed=0,1 --targets evaluate@shapes-vae reports/dvc.yaml:baselines@shapes-vae
 """
 from __future__ import annotations
 
@@ -31,10 +32,10 @@ from flows.pipeline import GPU_TAG, Device, cli_parser, exit_code, key_value, pa
 
 
 @task(task_run_name="{name}", cache_policy=NO_CACHE)
-def run_experiment(repo: str, name: str, overrides: dict[str, Any], cpu_share: int) -> None:
+def run_experiment(repo: str, name: str, overrides: dict[str, Any], targets: list[str], cpu_share: int) -> None:
     # Experiments side by side split the CPU cores: torch threads spinning on all of them each run several times slower.
     threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(cpu_share)}
-    run_dvc(["exp", "run", "--temp", "--name", name, *(f"--set-param={arg}" for arg in set_param_args(overrides))], repo, threads)
+    run_dvc(["exp", "run", "--temp", "--name", name, *(f"--set-param={arg}" for arg in set_param_args(overrides)), *targets], repo, threads)
 
 
 def compare(repo: str, names: list[str], swept: list[str]) -> pd.DataFrame:
@@ -65,6 +66,7 @@ def flat(nested: dict) -> dict:
 def sweep(
     grid: dict[str, list[Any]],
     overrides: dict[str, Any] | None = None,
+    targets: list[str] | None = None,
     device: Device | None = None,
     repo: str = ".",
     jobs: int = 2,
@@ -75,6 +77,8 @@ def sweep(
 
     grid: {"param.key": [value, ...]}; every combination becomes one experiment, named after this flow run.
     overrides, device: applied to every experiment, as in `plugen-pipeline`.
+    targets: the stages each experiment brings up to date (with everything upstream), as `dvc exp run` takes them;
+        default the root dvc.yaml's. `reports/dvc.yaml:baselines@<experiment>` adds the baselines' metrics.
     jobs: experiments running at once (each holds the `gpu` tag when the pipeline has GPU stages).
     """
     logger = get_run_logger()
@@ -83,12 +87,12 @@ def sweep(
     root = str(Path(repo).resolve())
     base = param_overrides(overrides, device)
     points = {f"{flow_run.name}-{i}": base | dict(zip(grid, values)) for i, values in enumerate(itertools.product(*grid.values()))}
-    gpu = any(stage.gpu for stage in read_stages(root))
+    gpu = any(stage.gpu for stage in read_stages(root, targets))  # also refuses an unknown target, before any run
     step = run_experiment.with_options(tags=[GPU_TAG] if gpu else [], retries=retries, retry_delay_seconds=retry_delay_s)
 
     cpu_share = max(1, (os.cpu_count() or 1) // jobs)
     with ThreadPoolTaskRunner(max_workers=jobs) as runner:
-        futures = {name: runner.submit(step, {"repo": root, "name": name, "overrides": point, "cpu_share": cpu_share}) for name, point in points.items()}
+        futures = {name: runner.submit(step, {"repo": root, "name": name, "overrides": point, "targets": targets or [], "cpu_share": cpu_share}) for name, point in points.items()}
         wait(list(futures.values()))
     failed = [name for name, future in futures.items() if not future.state.is_completed()]
 

@@ -65,6 +65,7 @@ FLOW = {  # every key the train_flow stage reads, with what it must be
     "use_unlabelled": flag,
     "input_noise": at_least_zero,
     "labelled_share": lambda v: None if _number(v) and 0 <= v < 1 else "a number in [0, 1)",
+    "min_epoch_rows": whole(0),
 }
 
 
@@ -81,7 +82,7 @@ JUDGE = {  # the judge's network: the evaluation judge (train_judge) and a GAN's
 }
 LABELLER = JUDGE | {
     "threshold": fraction,
-    "size": lambda v: None if v is None or whole(1)(v) is None else "null (every training sample) or a whole number >= 1",
+    "count": lambda v: None if v is None or whole(1)(v) is None else "null (every training sample) or a whole number >= 1",
 }
 
 
@@ -162,7 +163,7 @@ def experiment(params: dict, name: str) -> dict:
     if resolved["flow"]:
         check(f"flow (with experiments.{name}.flow)", resolved["flow"], FLOW)
     if resolved["labeller"] is not None:
-        check(f"experiments.{name}.labeller", resolved["labeller"], LABELLER, optional=("size",))
+        check(f"experiments.{name}.labeller", resolved["labeller"], LABELLER, optional=("count",))
     if params.get("tracking"):
         resolved["tracking"] = {**params["tracking"], "experiment": name}
     return resolved

@@ -232,6 +232,7 @@ def fit(
     generator: torch.Generator,
     labelled_share: float = 0.0,
     input_noise: float = 0.0,
+    min_epoch_rows: int = 0,
     state: resume.TrainingState | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
@@ -242,6 +243,8 @@ def fit(
     `input_noise`: std of Gaussian noise added to w in training. With few labels the flow otherwise
     memorises them (perfect on labelled latents, far worse on held-out ones); noise makes it learn
     attribute directions that hold in a neighbourhood of each latent.
+    `min_epoch_rows`: each epoch draws at least this many rows (repeating them), so a flow fitted on a few labelled
+    latents alone takes as many steps, under the same sigma schedule, as one fitted beside many unlabelled ones.
     `state`: where the loop saves each epoch and resumes from (plugen_core/resume.py).
     `on_epoch`: called with each epoch's history row (e.g. to score held-out data); its time is kept off the clock."""
     if epochs < 0:
@@ -258,7 +261,7 @@ def fit(
         model.train()
         sigma = sigma_schedule(epoch, sigma0, sigma_gamma, sigma_min)
         model.prior.set_sigma(sigma)
-        order = epoch_order(labelled, labelled_share, generator)
+        order = epoch_order(labelled, labelled_share, generator, min_epoch_rows)
         nlls = []  # per row, read once per epoch: no host sync per batch
         for idx in order.split(batch_size):
             noise = input_noise * torch.randn((len(idx), w.shape[1]), generator=generator)
@@ -298,11 +301,13 @@ def train_step(model: PluGeN, opt: torch.optim.Optimizer, w: torch.Tensor, conte
     return nll.detach()
 
 
-def epoch_order(labelled: torch.Tensor, labelled_share: float, generator: torch.Generator) -> torch.Tensor:
-    """A shuffled epoch of row indices in which labelled rows make up about `labelled_share`."""
+def epoch_order(labelled: torch.Tensor, labelled_share: float, generator: torch.Generator, min_rows: int = 0) -> torch.Tensor:
+    """A shuffled epoch of row indices in which labelled rows make up about `labelled_share`, repeated whole to at
+    least `min_rows` rows."""
     lab, unl = torch.nonzero(labelled).flatten(), torch.nonzero(~labelled).flatten()
-    if labelled_share <= 0 or len(lab) == 0 or len(unl) == 0:
-        return torch.randperm(len(labelled), generator=generator)
-    repeats = max(1, round(labelled_share / (1 - labelled_share) * len(unl) / len(lab)))
-    rows = torch.cat([unl, lab.repeat(repeats)])
+    rows = torch.arange(len(labelled))
+    if labelled_share > 0 and len(lab) and len(unl):
+        rows = torch.cat([unl, lab.repeat(max(1, round(labelled_share / (1 - labelled_share) * len(unl) / len(lab))))])
+    if 0 < len(rows) < min_rows:
+        rows = rows.repeat(-(-min_rows // len(rows)))
     return rows[torch.randperm(len(rows), generator=generator)]

@@ -39,7 +39,7 @@ def label_generated(labeller: Judge, generated: np.ndarray, index: pd.DataFrame,
     try:
         chosen, held_out = select_labelled(table, rules, rng)
     except PlugenInputError as e:
-        raise PlugenInputError(f"labelling generated samples: {e}; lower the labelled size or the threshold") from e
+        raise PlugenInputError(f"labelling generated samples: {e}; lower labeller.count or the threshold") from e
     stats = {"generated": len(generated), "threshold": threshold, "labelled": len(chosen), "unsure": unsure, "held_out": held_out}
     return chosen.drop(columns="split"), stats
 

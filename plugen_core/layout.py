@@ -36,4 +36,5 @@ class Layout(DatasetLayout):
         self.flow_history = Path("metrics") / name / "flow_history.csv"
         self.metrics = Path("metrics") / name / "metrics.json"
         self.plots = Path("plots") / name
-        self.baselines = Path("baselines") / name  # metrics.json and grids of the methods PluGeN is measured against
+        self.baselines = Path("baselines") / name  # grids of the methods PluGeN is measured against
+        self.baseline_metrics = Path("metrics") / name / "baselines.json"  # their scores, beside PluGeN's

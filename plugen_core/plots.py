@@ -87,6 +87,22 @@ def grouped_bars(groups: list[str], series: dict[str, list[float]], path: str | 
     _save(fig, path)
 
 
+def spread_curves(x: list[float], series: dict[str, tuple[list[float], list[float], list[float]]], path: str | Path, title: str, xlabel: str, ylabel: str) -> None:
+    """A line per series through its means, with bars from its lowest to its highest value (e.g. over seeds); log x."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for label, (mean, low, high) in series.items():
+        mean, low, high = (np.asarray(v, float) for v in (mean, low, high))
+        ax.errorbar(x, mean, yerr=[mean - low, high - mean], marker="o", capsize=3, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [f"{v:g}" for v in x])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def traversal_curves(values: np.ndarray, readings: dict[str, list[float]], path: str | Path, title: str, ylabel: str) -> None:
     """One line per swept coordinate: what the judge reads as the coordinate moves (for samples without a picture)."""
     fig, ax = plt.subplots(figsize=(4.5, 3))

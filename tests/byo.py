@@ -24,7 +24,7 @@ def write_latents(folder: Path, n: int = 1500, dim: int = 16, seed: int = 0) -> 
     rows = [f"{i + 1:06d}.jpg " + " ".join("1" if v else "-1" for v in row) for i, row in enumerate(values)]
     (folder / "list_attr_celeba.txt").write_text("\n".join([str(n), " ".join(LATENT_NAMES), *rows]) + "\n")
     return {"source": "latents", "input": str(folder), "latents": "latents.npy", "labels": "list_attr_celeba.txt",
-            "test_fraction": 0.15, "judge_fraction": 0.15, "labelled": {"size": None, "held_out": [{"Smiling": 1, "Male": 1}], "correlated": []}}
+            "test_fraction": 0.15, "judge_fraction": 0.15, "labelled": {"count": None, "held_out": [{"Smiling": 1, "Male": 1}], "correlated": []}}
 
 
 def write_images(folder: Path, n: int = 48, labelled: int = 40, seed: int = 0) -> dict:
@@ -40,7 +40,7 @@ def write_images(folder: Path, n: int = 48, labelled: int = 40, seed: int = 0) -
     table = attrs[["shape", "colour", "hollow"]].assign(file=files)[["file", "shape", "colour", "hollow"]]
     table.head(labelled).to_csv(folder / "attributes.csv", index=False)
     return {"source": "images", "input": str(folder), "labels": "attributes.csv", "image_size": 32, "crop": "center",
-            "test_fraction": 0.25, "labelled": {"size": None, "held_out": [], "correlated": []}}
+            "test_fraction": 0.25, "labelled": {"count": None, "held_out": [], "correlated": []}}
 
 
 def write_toy_weights(path: Path, latent_dim: int = 8, seed: int = 0) -> Path:

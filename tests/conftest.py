@@ -17,7 +17,7 @@ SMOKE_EXPERIMENTS = ("shapes-vae",)
 SMOKE_PARAMS = {
     "datasets.shapes.n_train": 2000,
     "datasets.shapes.n_test": 400,
-    "datasets.shapes.labelled.size": 200,
+    "datasets.shapes.labelled.count": 200,
     "experiments.shapes-vae.backbone.pretrained": None,  # the from-scratch path: the shipped VAE is not trained here
     "experiments.shapes-vae.backbone.epochs": 2,
     "judge.epochs": 1,

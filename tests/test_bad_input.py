@@ -153,9 +153,9 @@ def test_evaluate_settings_are_checked_before_any_work(inputs, monkeypatch, caps
 @pytest.mark.parametrize(
     "rules, message",
     [
-        ({"size": 0}, "labelled.size must be a whole number >= 1"),
-        ({"size": "all"}, "labelled.size must be a whole number >= 1"),
-        ({"size": None, "held_out": [{"shape": "circle"}, {"shape": "square"}]}, "no labelled training row is left once the held_out combinations"),
+        ({"count": 0}, "labelled.count must be a whole number >= 1"),
+        ({"count": "all"}, "labelled.count must be a whole number >= 1"),
+        ({"count": None, "held_out": [{"shape": "circle"}, {"shape": "square"}]}, "no labelled training row is left once the held_out combinations"),
     ],
 )
 def test_a_labelled_subset_that_would_be_empty_is_refused(rules, message):

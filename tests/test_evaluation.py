@@ -71,6 +71,6 @@ def test_correlated_pairs_apply_when_every_row_is_labelled():
     rng = np.random.default_rng(0)
     n = 20000
     labels = pd.DataFrame({"id": range(n), "split": "train", "a": rng.integers(0, 2, n), "b": rng.integers(0, 2, n)})
-    chosen, _ = select_labelled(labels, {"size": None, "held_out": [], "correlated": [{"a": "a", "b": "b", "strength": 0.8}]}, rng)
+    chosen, _ = select_labelled(labels, {"count": None, "held_out": [], "correlated": [{"a": "a", "b": "b", "strength": 0.8}]}, rng)
     agree = (chosen["a"] == chosen["b"]).mean()
     assert abs(agree - 0.8) < 0.02 and len(chosen) > 0.6 * n  # without the rule it would be 0.5

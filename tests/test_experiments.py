@@ -68,7 +68,7 @@ def test_every_experiment_writes_its_metrics_and_dvc_shows_them_side_by_side(rep
 @pytest.mark.slow
 def test_gan_samples_are_labelled_by_the_labeller_under_the_datasets_rules(repo):
     labelling = json.loads((repo / "aligned/shapes-gan/labelling.json").read_text())
-    assert labelling["source"].startswith("labeller") and labelling["labelled"] == SMOKE_PARAMS["datasets.shapes.labelled.size"]
+    assert labelling["source"].startswith("labeller") and labelling["labelled"] == SMOKE_PARAMS["datasets.shapes.labelled.count"]
     table = pd.read_parquet(repo / "aligned/shapes-gan/table.parquet")
     labelled = table[table["labelled"]]
     assert len(labelled) == labelling["labelled"] and (labelled["split"] == "train").all()

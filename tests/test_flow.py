@@ -69,3 +69,12 @@ def test_epoch_order_gives_labelled_rows_their_share():
     assert 0.45 < share < 0.55
     assert set(balanced[labelled[balanced]].tolist()) == set(range(100))  # every labelled row, repeated
     assert (~labelled[balanced]).sum() == 900  # every unlabelled row exactly once
+
+
+def test_epoch_order_repeats_a_few_rows_up_to_min_rows():
+    from plugen_core.flow import epoch_order
+
+    labelled = torch.ones(100, dtype=torch.bool)  # a few labelled latents alone
+    order = epoch_order(labelled, 0.5, torch.Generator().manual_seed(0), min_rows=1000)
+    assert len(order) == 1000 and torch.bincount(order).tolist() == [10] * 100  # every row, equally often
+    assert len(epoch_order(labelled, 0.5, torch.Generator(), min_rows=50)) == 100  # never fewer than one pass

@@ -129,3 +129,23 @@ def test_sweep_compares_the_experiments_metrics_by_file(tmp_path):
     table = compare(str(tmp_path), ["a", "b"], ["lr", "nested.depth"])
     assert list(table.index) == ["a", "b"] and list(table["lr"]) == [3, 5] and list(table["nested.depth"]) == [2, 2]
     assert list(table["m/1.json:score"]) == [3, 5] and list(table["m/2.json:score"]) == [6, 10] and list(table["own_2"]) == [2, 2]
+
+
+def test_label_efficiency_reads_each_method_from_a_sweeps_table():
+    """A sweep's comparison (keys as `dvc exp show` names them, this experiment's files' prefixes included) becomes a
+    row per method and point; another experiment's prefixed key is never taken for this one's."""
+    import pandas as pd
+
+    from flows.label_efficiency import long_table
+
+    size = "datasets.shapes.labelled.count"
+    table = pd.DataFrame({size: [100, 200], "seed": [0, 1],
+                          "metrics/shapes-vae/metrics.json:generation.unseen.joint": [0.5, 0.6], "manipulation.joint": [0.3, 0.4],
+                          "metrics/shapes-gan/metrics.json:generation.seen.joint": [0.9, 0.9],
+                          "baselines.lace.generation.unseen.joint": [0.2, 0.25], "baselines.lace.manipulation.joint": [0.1, 0.15]}, index=["a", "b"])
+    rows = long_table(table, "shapes-vae", size, unlabelled=True, baselines=True).set_index(["method", "labelled"])
+    assert rows.loc[("plugen", 100), "generation.unseen.joint"] == 0.5 and rows.loc[("plugen", 200), "manipulation.joint"] == 0.4
+    assert rows.loc[("lace", 200), "generation.unseen.joint"] == 0.25 and rows.loc[("lace", 100), "seed"] == 0
+    assert rows["generation.seen.joint"].isna().all() and rows["unlabelled"].all()
+    alone = long_table(table, "shapes-vae", size, unlabelled=False, baselines=False)
+    assert list(alone["method"]) == ["plugen", "plugen"] and not alone["unlabelled"].any()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from flows.pipeline import apply_params
 from plugen_core.evaluation import METRICS_CONTRACT
@@ -217,12 +218,24 @@ def test_sweep_runs_a_grid_as_dvc_experiments_and_compares_them(deployed, server
 
     from flows.sweep import sweep
 
+    count = "datasets.shapes.labelled.count"
+    tiny_baselines = {"baselines.conditional_flow.epochs": 5, "baselines.lace.steps": 10, "baselines.rejection.max_draws": 1000}
     with temporary_settings({PREFECT_API_URL: server.api}):
-        state = sweep(grid={"flow.sigma0": [0.6, 0.8]}, overrides=SMOKE_PARAMS, device="cpu", repo=str(deployed.repo), retry_delay_s=1, return_state=True)
+        state = sweep(grid={count: [100, 200]}, overrides=SMOKE_PARAMS | tiny_baselines, targets=["evaluate@shapes-vae", "reports/dvc.yaml:baselines@shapes-vae"],
+                      device="cpu", repo=str(deployed.repo), retry_delay_s=1, return_state=True)
         table = state.result()
         APILogHandler().flush()  # send the logs while the module's server is up
-    assert list(table["flow.sigma0"]) == [0.6, 0.8]
+    assert list(table[count]) == [100, 200]
     assert not [key for key in METRICS_CONTRACT if key not in table.columns]
+    assert table["baselines.lace.generation.unseen.joint"].between(0, 1).all()  # the benchmark's target: its metrics too
+    # each point drew its own labelled subset: DVC's run cache did not restore one point's data for the other
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=deployed.repo, capture_output=True, text=True, check=True).stdout.split()
+    subsets = set()
+    for name in table.index:
+        (ref,) = [r for r in refs if r.endswith(f"/{name}")]
+        lock = yaml.safe_load(subprocess.run(["git", "show", f"{ref}:dvc.lock"], cwd=deployed.repo, capture_output=True, text=True, check=True).stdout)
+        subsets |= {out["md5"] for out in lock["stages"]["data@shapes"]["outs"] if out["path"] == "data/shapes/labelled.parquet"}
+    assert len(subsets) == 2
     assert set(table.index) <= set(dvc(deployed.repo, "exp", "list", "--name-only").split())
     (artifact,) = server.post("/artifacts/filter", {"artifacts": {"key": {"any_": ["plugen-sweep"]}}})
     assert [row["Experiment"] for row in json.loads(artifact["data"])] == list(table.index)

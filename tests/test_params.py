@@ -1,6 +1,7 @@
 """params.yaml is checked before any work: an unknown, missing, mistyped or out-of-range flow, labeller or judge
 setting and an unsafe experiment or dataset name are refused, naming the key (with the closest known one for a typo)."""
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,7 @@ def test_unsafe_names_are_refused_before_any_path_is_made(name):
     [
         (lambda p: p.update(epoch=3), "experiments.shapes-gan.labeller.epoch is not a setting; did you mean 'epochs'?"),
         (lambda p: p.update(threshold=1.5), "experiments.shapes-gan.labeller.threshold must be a number in [0, 1], got 1.5"),
-        (lambda p: p.update(size=0), "labeller.size must be null (every training sample) or a whole number >= 1, got 0"),
+        (lambda p: p.update(count=0), "labeller.count must be null (every training sample) or a whole number >= 1, got 0"),
         (lambda p: p.pop("lr"), "experiments.shapes-gan.labeller.lr is missing"),
     ],
 )
@@ -86,3 +87,27 @@ def test_a_bad_judge_setting_stops_train_judge_before_it_reads_data(edit, messag
     with pytest.raises(SystemExit) as e:
         run_stage(train_judge.main)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_no_param_is_named_as_dvc_run_cache_ignores():
+    """DVC's run cache hashes a stage's params without keys named `size` or `nfiles` (its own file metadata): a stage
+    whose only change was such a param would be restored from an earlier run's outputs. Measured: `dvc exp run -S
+    datasets.shapes.labelled.size=300 data@shapes` was 'cached' from the run at 100."""
+    from dvc.utils import dict_sha256
+
+    assert dict_sha256({"labelled": {"size": 1}}, exclude=["size"]) == dict_sha256({"labelled": {"size": 2}}, exclude=["size"])  # still so
+
+    def keys(node) -> set:
+        if isinstance(node, dict):
+            return set(node).union(*(keys(v) for v in node.values()))
+        return set().union(*(keys(v) for v in node)) if isinstance(node, list) else set()
+
+    for path in ("params.yaml", "zoo/params.yaml"):
+        assert not keys(yaml.safe_load((Path(__file__).resolve().parents[1] / path).read_text())) & {"size", "nfiles"}, path
+
+
+def test_a_labelled_size_is_refused_naming_its_new_name():
+    from plugen_core.datasets.labels import check_rules
+
+    with pytest.raises(PlugenInputError, match=re.escape("datasets.shapes.labelled: unknown key(s) ['size'] (known: count, held_out, correlated); `size` is now `count`")):
+        check_rules({"size": 100, "held_out": []}, [], "datasets.shapes.labelled")

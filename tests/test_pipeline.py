@@ -59,13 +59,15 @@ def test_smoke_pipeline_passes_joint_bars_that_its_untrained_control_fails(repo_
     # the benchmark pipeline on the same outputs: it runs only the baselines and the report
     set_params(repo_copy / "params.yaml", {"baselines.conditional_flow.epochs": 20, "baselines.rejection.max_draws": 1000})
     assert ran_stages(dvc(repo_copy, "repro", "reports/dvc.yaml")) == {"reports/dvc.yaml:baselines@shapes-vae", "reports/dvc.yaml:report"}
-    scores = json.loads((repo_copy / "baselines/shapes-vae/metrics.json").read_text())
+    scores = json.loads((repo_copy / "metrics/shapes-vae/baselines.json").read_text())
     for method in ("interfacegan", "conditional_flow", "lace", "rejection"):
         assert 0.0 <= scores[f"baselines.{method}.generation.unseen.joint"] <= 1.0 and scores[f"baselines.{method}.fid"] > 0
     report = (repo_copy / "reports/benchmark.md").read_text()
     plugen_row = next(line for line in report.splitlines() if line.startswith("| plugen |"))
     assert f"{trained['generation.seen.joint']:.3f}" in plugen_row and report.count("| rejection |") == 1
     assert (repo_copy / "reports/figures/shapes-vae_unseen_0.png").stat().st_size > 1000
+    assert "## Label efficiency: shapes-vae" in report  # drawn from the committed reports/label_efficiency/shapes-vae.csv
+    assert (repo_copy / "reports/figures/shapes-vae_efficiency_generation.unseen.joint.png").stat().st_size > 1000
 
     set_params(repo_copy / "params.yaml", {"flow.epochs": 0})  # the negative control: an untrained flow
     # a dry run cannot know that evaluate follows: train_flow's output is not made yet

@@ -32,7 +32,7 @@ def train_flow(epochs, state):
     context = torch.from_numpy(SCHEMA.encode(LABELS.iloc[np.arange(200) % 48].reset_index(drop=True)))
     context[100:] = float("nan")  # unlabelled rows too
     model = flow.PluGeN.create(SCHEMA, 6, context[:100].numpy(), 1.0, couplings=2, hidden=16, layers=2)
-    history = flow.fit(model, w, context, epochs, 32, 0.003, 1.0, 0.9, 0.2, 1.0, generator, 0.5, 0.1, state)
+    history = flow.fit(model, w, context, epochs, 32, 0.003, 1.0, 0.9, 0.2, 1.0, generator, 0.5, 0.1, state=state)
     return model, history
 
 

@@ -150,6 +150,9 @@ def enforce_held_out(labels: pd.DataFrame, held_out: list[dict]) -> tuple[pd.Dat
 def check_rules(labelled: dict, spec: list[dict], where: str) -> None:
     """Held-out and correlation rules must name real attributes and values (a continuous attribute: an interval
     `[low, high]`, so that a held-out combination is a region, e.g. high logP at low weight)."""
+    unknown = set(labelled) - {"count", "held_out", "correlated"}
+    if unknown:  # `size` was this key's name: DVC's run cache leaves keys so named out of a stage's hash
+        raise PlugenInputError(f"{where}: unknown key(s) {sorted(unknown)} (known: count, held_out, correlated)" + ("; `size` is now `count`" if "size" in unknown else ""))
     by_name = {a["name"]: a for a in spec}
     for combo in labelled.get("held_out") or []:
         for name, value in combo.items():
@@ -174,7 +177,7 @@ def check_rules(labelled: dict, spec: list[dict], where: str) -> None:
 def select_labelled(labels: pd.DataFrame, rules: dict, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
     """The plugin's labelled subset of the training rows that have a label: no trace of a held-out combination
     (`enforce_held_out`), paired binary attributes that agree with probability `strength` (the paper's rare-combination
-    setting), at most `size` rows (null: as many as the pairing allows). Returns what was done, for the record."""
+    setting), at most `count` rows (null: as many as the pairing allows). Returns what was done, for the record."""
     names = [c for c in labels.columns if c not in ("id", "split", "file")]
     pool, record = enforce_held_out(labels[(labels["split"] == "train").to_numpy()], rules.get("held_out") or [])
     pool = pool[pool[names].notna().any(axis=1).to_numpy()]
@@ -183,15 +186,15 @@ def select_labelled(labels: pd.DataFrame, rules: dict, rng: np.random.Generator)
         a, b = pool[pair["a"]], pool[pair["b"]]
         agree = (a == b).to_numpy() | a.isna().to_numpy() | b.isna().to_numpy()  # an unknown pair says nothing: kept
         weights *= np.where(agree, pair["strength"], 1 - pair["strength"])
-    size = rules.get("size")
-    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-        raise PlugenInputError(f"labelled.size must be a whole number >= 1 (or null: every eligible row), got {size!r}")
+    count = rules.get("count")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise PlugenInputError(f"labelled.count must be a whole number >= 1 (or null: every eligible row), got {count!r}")
     if not len(pool):
         raise PlugenInputError(f"no labelled training row is left once the held_out combinations {rules.get('held_out') or []} are removed: the plugin would learn from no label")
-    if size is None:  # keep each row with probability weight / max: the pairs agree at `strength`, nothing else is lost
+    if count is None:  # keep each row with probability weight / max: the pairs agree at `strength`, nothing else is lost
         idx = np.flatnonzero(rng.random(len(pool)) < weights / weights.max())
-    elif size > len(pool):
-        raise PlugenInputError(f"labelled size {size} exceeds the {len(pool)} eligible labelled training rows")
+    elif count > len(pool):
+        raise PlugenInputError(f"labelled.count {count} exceeds the {len(pool)} eligible labelled training rows")
     else:
-        idx = np.sort(rng.choice(len(pool), size=size, replace=False, p=weights / weights.sum()))
+        idx = np.sort(rng.choice(len(pool), size=count, replace=False, p=weights / weights.sum()))
     return pool.iloc[idx], record

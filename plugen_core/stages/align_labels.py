@@ -62,7 +62,7 @@ def main() -> None:
         samples = read_array(layout.samples)
         state = TrainingState(f"align_labels@{cfg['name']}", {"labeller": p, "seed": cfg["seed"]}, [layout.samples, layout.labelled, layout.attributes])
         labeller = labelling.train_labeller(Schema.from_dict({"attributes": spec}), samples, labelled, p, device, generator, state)
-        rules = cfg["dataset"]["labelled"] | ({"size": p["size"]} if "size" in p else {})
+        rules = cfg["dataset"]["labelled"] | ({"count": p["count"]} if "count" in p else {})
         labelled, stats = labelling.label_generated(labeller.cpu(), read_array(layout.generated), index, rules, p["threshold"], np.random.default_rng(cfg["seed"]))
         stats["source"] = "labeller trained on the dataset's labelled subset"
         stats |= labelling.accuracy_on_test(labeller, samples, read_table(layout.labels))

@@ -6,7 +6,7 @@ from a Gaussian fitted to the training latents. Writes `baselines/<experiment>/m
 for images, a grid per held-out combination drawn by every method and by PluGeN (`unseen_<i>.png`).
 
 Image and latent-space experiments. A molecule experiment has no baselines yet (RDKit scores it, through
-stages/evaluate_molecules.py): its metrics.json is empty, and the report says so."""
+stages/evaluate_molecules.py): its baselines.json is empty, and the report says so."""
 from __future__ import annotations
 
 import time
@@ -30,9 +30,9 @@ N_GRID = 8  # samples per method in the grid
 def main() -> None:
     cfg, layout, generator, device = experiment_stage(__doc__)
     if cfg["dataset"]["source"] in config.MOLECULE_SOURCES:
-        with atomic_dir(layout.baselines) as out:
-            write_json({}, out / "metrics.json")
-        print(f"[baselines] {cfg['name']}: a molecule experiment, no baselines yet -> {layout.baselines}/metrics.json (empty)")
+        with atomic_dir(layout.baselines):  # no grids
+            write_json({}, layout.baseline_metrics)
+        print(f"[baselines] {cfg['name']}: a molecule experiment, no baselines yet -> {layout.baseline_metrics} (empty)")
         return
     ev, methods = cfg["evaluate"], cfg["baselines"]
     check_settings(ev)
@@ -89,8 +89,8 @@ def main() -> None:
                 images = np.stack([grids[m][i] for m in grids])
                 title = f"{plots.describe(pd.Series(combination))}: never labelled, drawn by each method"
                 plots.image_grid(images, list(grids), [], out / f"unseen_{i}.png", title)
-        write_json(metrics, out / "metrics.json")
-    print(f"[baselines] wrote {layout.baselines}/")
+        write_json(metrics, layout.baseline_metrics)
+    print(f"[baselines] wrote {layout.baseline_metrics} and {layout.baselines}/")
 
 
 if __name__ == "__main__":

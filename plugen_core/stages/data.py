@@ -32,7 +32,7 @@ def main() -> None:
     entry = config.dataset(params, args.dataset)
     rules = entry.get("labelled")
     if not isinstance(rules, dict) or "held_out" not in rules:
-        raise PlugenInputError(f"params: datasets.{args.dataset}.labelled needs at least `held_out: []` (and optionally size, correlated)")
+        raise PlugenInputError(f"params: datasets.{args.dataset}.labelled needs at least `held_out: []` (and optionally count, correlated)")
     layout = DatasetLayout(args.dataset)
 
     rng = np.random.default_rng(params.get("seed", 0))
@@ -41,8 +41,8 @@ def main() -> None:
     names = [a["name"] for a in spec]
     labelled, record = select_labelled(labels[["id", "split"] + names], rules, rng)
     n_train = int((labels["split"] == "train").sum())
-    if rules.get("size") and rules["size"] > 0.1 * n_train:
-        print(f"[data] note: labelled size {rules['size']} is over 10% of {n_train} training rows")
+    if rules.get("count") and rules["count"] > 0.1 * n_train:
+        print(f"[data] note: labelled.count {rules['count']} is over 10% of {n_train} training rows")
 
     write_array(samples, layout.samples)
     write_table(labels, layout.labels)

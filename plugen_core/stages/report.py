@@ -1,7 +1,9 @@
 """Stage `report`: every experiment's PluGeN metrics (metrics/<experiment>/metrics.json) beside its baselines'
-(baselines/<experiment>/metrics.json) in reports/benchmark.md, one table per experiment with the best value of each
+(metrics/<experiment>/baselines.json) in reports/benchmark.md, one table per experiment with the best value of each
 column in bold, a bar chart per key metric and each experiment's grids of never-labelled combinations drawn by every
-method (reports/figures/). Both are committed, so the report reads whole on a clean checkout. Regenerate: `dvc repro reports/dvc.yaml`."""
+method (reports/figures/); and where `flows.label_efficiency` left a table (reports/label_efficiency/<experiment>.csv),
+each method's scores against the labelled-set size, seed-averaged. Both are committed, so the report reads whole on a
+clean checkout. Regenerate: `dvc repro reports/dvc.yaml`."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +18,8 @@ from plugen_core.io import atomic_dir, atomic_path, load_params, read_json, run_
 
 REPORT = Path("reports/benchmark.md")
 FIGURES = Path("reports/figures")
+EFFICIENCY = Path("reports/label_efficiency")  # flows/label_efficiency.py writes <experiment>.csv
+EFFICIENCY_METRICS = ("generation.unseen.joint", "manipulation.joint")
 # column: (PluGeN's key, a baseline's key, direction); None: the key every method writes under the same name
 COLUMNS = {
     "generation.seen.joint": (None, None, "max"),
@@ -49,11 +53,49 @@ def markdown(frame: pd.DataFrame) -> str:
     return header + "".join(f"| {name} | " + " | ".join(cells(row)) + " |\n" for name, row in frame.iterrows())
 
 
+def efficiency(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Label-efficiency runs (a row per method, unlabelled or not, size, seed) as a series per method (PluGeN without
+    the unlabelled latents its own) by labelled-set size: mean, min and max of `metric` over seeds."""
+    named = runs.assign(series=runs["method"].where(runs["unlabelled"], runs["method"] + " (labelled latents only)"))
+    return named.dropna(subset=[metric]).groupby(["series", "labelled"])[metric].agg(["mean", "min", "max"])  # NaN: no such score (rejection does not edit)
+
+
+def efficiency_markdown(stats: pd.DataFrame, metric: str) -> str:
+    """Series (rows) by size: the mean over seeds with its range in brackets; the best mean of each size in bold."""
+    means = stats["mean"].unstack()
+    best = means.max()
+
+    def cell(series: str, size: int) -> str:
+        mean, low, high = stats.loc[(series, size)]
+        return "" if math.isnan(mean) else (f"**{mean:.3f}**" if mean == best[size] else f"{mean:.3f}") + f" ({low:.2f}-{high:.2f})"
+
+    header = f"| {metric} by labelled samples | " + " | ".join(map(str, means.columns)) + " |\n|" + " --- |" * (len(means.columns) + 1) + "\n"
+    return header + "".join(f"| {name} | " + " | ".join(cell(name, n) for n in means.columns) + " |\n" for name in means.index)
+
+
+def efficiency_section(experiment: str, runs: pd.DataFrame, figures: Path) -> list[str]:
+    """The report's lines on one experiment's label-efficiency runs: a table and a curve figure per metric."""
+    sizes, seeds = (sorted(int(v) for v in runs[k].unique()) for k in ("labelled", "seed"))
+    command = f"python -m flows.label_efficiency --experiment {experiment} --sizes {','.join(map(str, sizes))} --seeds {','.join(map(str, seeds))}"
+    lines = [f"## Label efficiency: {experiment}", "",
+             f"Every method fitted on labelled subsets of each size, with seeds {seeds} (the mean, and in brackets the range",
+             "over seeds), as DVC experiments through `plugen-sweep`; PluGeN also on the labelled latents alone for about as",
+             f"many optimiser steps. Regenerate (71 minutes for 5 sizes x 2 seeds on 2 cores), then the report: `{command} && dvc repro reports/dvc.yaml`.", ""]
+    for metric in EFFICIENCY_METRICS:
+        stats = efficiency(runs, metric)
+        series = {name: tuple(list(part[k]) for k in ("mean", "min", "max")) for name, part in stats.groupby(level="series")}
+        figure = f"{experiment}_efficiency_{metric}.png"
+        plots.spread_curves(sizes, series, figures / figure, f"{experiment}: {metric} against labelled samples", "labelled samples", metric)
+        lines += [efficiency_markdown(stats, metric), f"![{experiment}: {metric} against labelled samples](figures/{figure})", ""]
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
     experiments = list(section(load_params(ap.parse_args().params), "experiments"))
-    tables = {e: table(read_json(Path("metrics") / e / "metrics.json"), read_json(Path("baselines") / e / "metrics.json")) for e in experiments}
+    tables = {e: table(read_json(Path("metrics") / e / "metrics.json"), read_json(Path("metrics") / e / "baselines.json")) for e in experiments}
+    runs = {e: pd.read_csv(EFFICIENCY / f"{e}.csv") for e in experiments if (EFFICIENCY / f"{e}.csv").is_file()}
 
     lines = ["# Benchmark: PluGeN against the baselines", "",
              "Every method is fitted on the latents and labels the plugin trains on and scored by the same code, judge and",
@@ -72,7 +114,9 @@ def main() -> None:
             for grid in sorted((Path("baselines") / e).glob("unseen_*.png")):  # copied: the report is whole in reports/
                 shutil.copyfile(grid, out / f"{e}_{grid.name}")
                 lines += [f"![{e}: a never-labelled combination drawn by each method](figures/{e}_{grid.name})", ""]
-        lines += ["## Figures", ""] + [f"![{c}](figures/{c}.png)" for c in CHARTED]
+        lines += ["## Figures", ""] + [f"![{c}](figures/{c}.png)" for c in CHARTED] + [""]
+        for e, frame in runs.items():
+            lines += efficiency_section(e, frame, out)
     with atomic_path(REPORT) as tmp:
         tmp.write_text("\n".join(lines) + "\n")
     print(f"[report] wrote {REPORT} and {FIGURES}/ ({len(experiments)} experiments)")

@@ -42,7 +42,7 @@ def train(model: flow.PluGeN, w: torch.Tensor, context: torch.Tensor, p: dict, g
     """`flow.fit` with the `flow` params section's schedule."""
     return flow.fit(
         model, w, context, p["epochs"], p["batch_size"], p["lr"], p["sigma0"], p["sigma_gamma"], p["sigma_min"],
-        p["grad_clip"], generator, p["labelled_share"], p["input_noise"], state, on_epoch,
+        p["grad_clip"], generator, p["labelled_share"], p["input_noise"], p["min_epoch_rows"], state, on_epoch,
     )
 
 
