@@ -141,6 +141,26 @@ def test_the_molecule_experiment_scores_with_rdkit_draws_and_registers_a_smiles_
     assert list(out.columns) == ["logp", "qed", "sas", "mw", "smiles"] and out["smiles"].map(lambda s: isinstance(s, str)).all()
 
 
+@pytest.mark.slow
+def test_the_molecule_baselines_are_scored_by_rdkit_on_the_plugin_s_requests(moses_repo):
+    import json
+
+    from tests.conftest import dvc, set_params
+
+    set_params(moses_repo / "params.yaml", {"baselines.conditional_flow.epochs": 5, "baselines.lace.steps": 10, "baselines.rejection.max_draws": 1000})
+    dvc(moses_repo, "repro", "reports/dvc.yaml:baselines@moses-vae")
+    scores = json.loads((moses_repo / "metrics/moses-vae/baselines.json").read_text())
+    plugen = json.loads((moses_repo / "metrics/moses-vae/metrics.json").read_text())
+    for method in ("interfacegan", "conditional_flow", "lace", "rejection"):
+        for key in ("generation.validity", "generation.seen.continuous_mae", "target.logp:1.mean", "target.mae_fraction", "generation.unseen.joint",
+                    "fcd", "time.fit_s", "time.generate_1000_s"):
+            assert np.isfinite(scores[f"baselines.{method}.{key}"]), (method, key)
+        # the backbone's base rate in the held-out region is one, measured once for every method and the plugin
+        assert scores[f"baselines.{method}.generation.unseen.base_rate"] == plugen["generation.unseen.base_rate"]
+        edits = f"baselines.{method}.manipulation.tanimoto_median" in scores
+        assert edits == (method != "rejection"), method  # rejection sampling only generates
+
+
 def test_the_rdkit_judge_is_stored_as_its_schema_and_refuses_a_property_rdkit_does_not_compute(tmp_path):
     from plugen_core.judge import PropertyJudge
     from plugen_core.schema import Schema

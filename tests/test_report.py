@@ -1,7 +1,7 @@
-"""The benchmark report's label-efficiency section, on a table of known runs."""
+"""The benchmark report: its tables per experiment, and its label-efficiency section, on known scores."""
 import pandas as pd
 
-from plugen_core.stages.report import efficiency, efficiency_section
+from plugen_core.stages.report import efficiency, efficiency_section, markdown, table
 
 
 def runs() -> pd.DataFrame:
@@ -28,3 +28,15 @@ def test_efficiency_section_marks_the_best_per_size_and_draws_curves(tmp_path):
     manipulation = next(line for line in lines if line.startswith("| manipulation.joint"))
     assert any(row.startswith("| rejection |") for row in table) and "| rejection |" not in manipulation  # it does not edit
     assert (tmp_path / "shapes-vae_efficiency_manipulation.joint.png").stat().st_size > 1000
+
+
+def test_a_molecule_experiment_is_tabled_by_its_rdkit_scores_and_the_best_is_bold():
+    plugen = {"judge.space": "rdkit", "generation.unseen.joint": 0.2, "target.mae_fraction": 0.3, "fcd.plugen_samples": 19.0, "time.train_flow_s": 20.0}
+    baselines = {"baselines.lace.generation.unseen.joint": 0.4, "baselines.lace.target.mae_fraction": 0.25, "baselines.lace.fcd": 21.0,
+                 "baselines.rejection.generation.unseen.joint": 0.3}
+    frame = table(plugen, baselines)
+    assert list(frame.index) == ["plugen", "lace", "rejection"] and "fid" not in frame and "manipulation.tanimoto_median" in frame
+    assert frame.loc["plugen", "fcd"] == 19.0 and frame.loc["plugen", "time.fit_s"] == 20.0  # PluGeN's own key names
+    rows = {line.split(" | ")[0][2:]: line for line in markdown(frame).splitlines()[2:]}
+    assert "**0.400**" in rows["lace"] and "**0.250**" in rows["lace"] and "**19.000**" in rows["plugen"]  # higher / lower is better
+    assert "fid" in table({"generation.unseen.joint": 0.9}, {}) and "fcd" not in table({"generation.unseen.joint": 0.9}, {})  # an image experiment's

@@ -33,21 +33,42 @@ COLUMNS = {
     "time.fit_s": ("time.train_flow_s", "time.fit_s", "min"),
     "time.generate_1000_s": (None, None, "min"),
 }
+# a molecule experiment's (RDKit judges it: plugen_core/molecule_evaluation.py says what each key means)
+MOLECULE_COLUMNS = {
+    "generation.validity": (None, None, "max"),
+    "generation.seen.continuous_mae": (None, None, "min"),
+    "target.mae_fraction": (None, None, "min"),
+    "generation.unseen.joint": (None, None, "max"),
+    "generation.unseen.lift": (None, None, "max"),
+    "manipulation.success": (None, None, "max"),
+    "manipulation.preservation": (None, None, "max"),
+    "manipulation.tanimoto_median": (None, None, "max"),
+    "fcd": ("fcd.plugen_samples", "fcd", "min"),
+    "time.fit_s": ("time.train_flow_s", "time.fit_s", "min"),
+    "time.generate_1000_s": (None, None, "min"),
+}
 CHARTED = ("generation.unseen.joint", "generation.seen.joint", "manipulation.joint", "fid")
 
 
+def columns_for(plugen: dict) -> dict:
+    return MOLECULE_COLUMNS if plugen.get("judge.space") == "rdkit" else COLUMNS
+
+
 def table(plugen: dict, baselines: dict) -> pd.DataFrame:
-    """Methods (rows) by COLUMNS; NaN where a method has no such score (rejection sampling does not edit)."""
+    """Methods (rows) by the experiment's columns; NaN where a method has no such score (rejection sampling does not
+    edit)."""
+    columns = columns_for(plugen)
     methods = sorted({key.split(".")[1] for key in baselines})
-    rows = {"plugen": {c: plugen.get(own or c, math.nan) for c, (own, _, _) in COLUMNS.items()}}
+    rows = {"plugen": {c: plugen.get(own or c, math.nan) for c, (own, _, _) in columns.items()}}
     for m in methods:
-        rows[m] = {c: baselines.get(f"baselines.{m}.{theirs or c}", math.nan) for c, (_, theirs, _) in COLUMNS.items()}
+        rows[m] = {c: baselines.get(f"baselines.{m}.{theirs or c}", math.nan) for c, (_, theirs, _) in columns.items()}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def markdown(frame: pd.DataFrame) -> str:
     """The table with the best value of each column in bold (when there is more than one method to compare)."""
-    best = {c: (frame[c].max() if COLUMNS[c][2] == "max" else frame[c].min()) if len(frame) > 1 else math.nan for c in frame.columns}
+    direction = {c: spec[2] for c, spec in (COLUMNS | MOLECULE_COLUMNS).items()}
+    best = {c: (frame[c].max() if direction[c] == "max" else frame[c].min()) if len(frame) > 1 else math.nan for c in frame.columns}
     header = "| method | " + " | ".join(frame.columns) + " |\n|" + " --- |" * (len(frame.columns) + 1) + "\n"
     cells = lambda row: [("" if math.isnan(v) else f"**{v:.3f}**" if v == best[c] else f"{v:.3f}") for c, v in row.items()]  # noqa: E731
     return header + "".join(f"| {name} | " + " | ".join(cells(row)) + " |\n" for name, row in frame.iterrows())
@@ -104,12 +125,14 @@ def main() -> None:
     methods = sorted({m for t in tables.values() for m in t.index})
     with atomic_dir(FIGURES) as out:
         for column in CHARTED:
-            series = {m: [tables[e].loc[m, column] if m in tables[e].index else math.nan for e in experiments] for m in methods}
+            series = {m: [tables[e].loc[m, column] if m in tables[e].index and column in tables[e] else math.nan for e in experiments] for m in methods}
             plots.grouped_bars(experiments, series, out / f"{column}.png", f"{column} ({COLUMNS[column][2]} is better)")
         for e, frame in tables.items():
             lines += [f"## {e}", ""]
-            if len(frame) == 1:
-                lines += ["No baselines for this experiment yet (molecule experiments are scored by RDKit).", ""]
+            if "fcd" in frame:
+                lines += ["Scored by RDKit on the molecules each method decodes: `target.mae_fraction` is the MAE of single-property",
+                          "requests as a fraction of each property's range (mean over properties), `generation.unseen.*` the held-out",
+                          "region (`lift`: its hit rate over the backbone's own), `fcd` the Fréchet ChemNet Distance to the test set.", ""]
             lines += [markdown(frame)]
             for grid in sorted((Path("baselines") / e).glob("unseen_*.png")):  # copied: the report is whole in reports/
                 shutil.copyfile(grid, out / f"{e}_{grid.name}")
