@@ -101,7 +101,7 @@ def efficiency_section(experiment: str, runs: pd.DataFrame, figures: Path) -> li
     lines = [f"## Label efficiency: {experiment}", "",
              f"Every method fitted on labelled subsets of each size, with seeds {seeds} (the mean, and in brackets the range",
              "over seeds), as DVC experiments through `plugen-sweep`; PluGeN also on the labelled latents alone for about as",
-             f"many optimiser steps. Regenerate (71 minutes for 5 sizes x 2 seeds on 2 cores), then the report: `{command} && dvc repro reports/dvc.yaml`.", ""]
+             f"many optimiser steps. Regenerate (README.md says how long it takes), then the report: `{command} && dvc repro reports/dvc.yaml`.", ""]
     for metric in EFFICIENCY_METRICS:
         stats = efficiency(runs, metric)
         series = {name: tuple(list(part[k]) for k in ("mean", "min", "max")) for name, part in stats.groupby(level="series")}
