@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from plugen_core import plots
+from plugen_core import config, plots
 from plugen_core.io import atomic_dir, atomic_path, load_params, read_json, run_stage, section
+from plugen_core.layout import Layout
 
 REPORT = Path("reports/benchmark.md")
 FIGURES = Path("reports/figures")
@@ -114,8 +115,10 @@ def efficiency_section(experiment: str, runs: pd.DataFrame, figures: Path) -> li
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--params", default="params.yaml")
-    experiments = list(section(load_params(ap.parse_args().params), "experiments"))
-    tables = {e: table(read_json(Path("metrics") / e / "metrics.json"), read_json(Path("metrics") / e / "baselines.json")) for e in experiments}
+    params = load_params(ap.parse_args().params)
+    layouts = {e: Layout(config.experiment(params, e)) for e in section(params, "experiments")}
+    experiments = list(layouts)
+    tables = {e: table(read_json(layout.metrics), read_json(layout.baseline_metrics)) for e, layout in layouts.items()}
     runs = {e: pd.read_csv(EFFICIENCY / f"{e}.csv") for e in experiments if (EFFICIENCY / f"{e}.csv").is_file()}
 
     lines = ["# Benchmark: PluGeN against the baselines", "",
@@ -134,7 +137,7 @@ def main() -> None:
                           "requests as a fraction of each property's range (mean over properties), `generation.unseen.*` the held-out",
                           "region (`lift`: its hit rate over the backbone's own), `fcd` the Fréchet ChemNet Distance to the test set.", ""]
             lines += [markdown(frame)]
-            for grid in sorted((Path("baselines") / e).glob("unseen_*.png")):  # copied: the report is whole in reports/
+            for grid in sorted(layouts[e].baselines.glob("unseen_*.png")):  # copied: the report is whole in reports/
                 shutil.copyfile(grid, out / f"{e}_{grid.name}")
                 lines += [f"![{e}: a never-labelled combination drawn by each method](figures/{e}_{grid.name})", ""]
         lines += ["## Figures", ""] + [f"![{c}](figures/{c}.png)" for c in CHARTED] + [""]
