@@ -8,6 +8,8 @@ time.*; `fid.*` becomes `fcd.*`), plus what molecules add:
   tolerance, validity) and `target.<property>.mae_fraction` (MAE over its targets, as a fraction of its range);
 - `generation.unseen.*`: targets inside the held-out region, its joint hit rate (every region bound met at once)
   against the backbone's own base rate there (`generation.unseen.base_rate`, `.lift`);
+- `reconstructions.unseen.*`: the same hit rate for the backbone's reconstructions of the real test molecules inside
+  each region: what a method that put its latents exactly on real molecules of the region would reach;
 - `manipulation.<property>.*` for a step of each property, with `tanimoto_median` to the source molecule.
 Invalid molecules count against validity and are left out of property errors (they have no properties)."""
 from __future__ import annotations
@@ -69,6 +71,19 @@ def score_region(pred: pd.DataFrame, base: pd.DataFrame, held_out: list[dict]) -
         out[f"generation.unseen.{combination_name(region)}.base_rate"] = rates[-1]
     out["generation.unseen.joint"], out["generation.unseen.base_rate"] = float(np.mean(hits)), float(np.mean(rates))
     out["generation.unseen.lift"] = out["generation.unseen.joint"] / max(out["generation.unseen.base_rate"], 1e-9)
+    return out
+
+
+def score_region_reconstructions(rebuilt: list[pd.DataFrame], held_out: list[dict], base_rate: float) -> dict[str, float]:
+    """Per held-out region, the share of the reconstructions of its real test molecules (`rebuilt`, one frame per
+    region) that land inside it again; their mean, lift over the base rate, and how many molecules were rebuilt."""
+    out, hits = {}, []
+    for pred, region in zip(rebuilt, held_out):
+        hits.append(float(matches(pred, region).mean()) if len(pred) else float("nan"))
+        out[f"reconstructions.unseen.{combination_name(region)}.joint"] = hits[-1]
+        out[f"reconstructions.unseen.{combination_name(region)}.n"] = float(len(pred))
+    out["reconstructions.unseen.joint"] = float(np.mean(hits))
+    out["reconstructions.unseen.lift"] = out["reconstructions.unseen.joint"] / max(base_rate, 1e-9)
     return out
 
 

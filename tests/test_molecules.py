@@ -10,7 +10,7 @@ from plugen_core.backbones.molecule_vae import SelfiesVAE, alphabet_of
 from plugen_core.datasets import molecules
 from plugen_core.datasets.labels import check_rules, matches
 from plugen_core.io import PlugenInputError
-from plugen_core.molecule_evaluation import quality, score_region, score_targets
+from plugen_core.molecule_evaluation import quality, score_region, score_region_reconstructions, score_targets
 from plugen_core.schema import Attribute
 
 MOLECULES = np.array(["CCO", "c1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "CCN(CC)CC", "OC1CCCCC1", "CC(C)Cc1ccc(C)cc1", "O=C(O)CCl", "CCOC(=O)C=C"])
@@ -97,6 +97,8 @@ def test_molecule_scores_on_known_answers():
     got = score_region(pd.DataFrame({"logp": [3.5, 3.2, 1.0, np.nan]}), pd.DataFrame({"logp": [3.5, 1.0, 1.0, 1.0]}), region)
     assert (got["generation.unseen.joint"], got["generation.unseen.base_rate"], got["generation.unseen.lift"]) == pytest.approx((0.5, 0.25, 2.0))
     assert got["generation.unseen.logp:3..4.joint"] == 0.5  # a name MLflow takes: no brackets or commas
+    rebuilt = score_region_reconstructions([pd.DataFrame({"logp": [3.5, 3.9, 1.0, np.nan]})], region, 0.25)
+    assert (rebuilt["reconstructions.unseen.joint"], rebuilt["reconstructions.unseen.lift"], rebuilt["reconstructions.unseen.logp:3..4.n"]) == pytest.approx((0.5, 2.0, 4))
 
 
 @pytest.fixture(scope="module")
@@ -130,6 +132,7 @@ def test_the_molecule_experiment_scores_with_rdkit_draws_and_registers_a_smiles_
                 "target.logp:1.mean_error", "target.logp.mae_fraction", "generation.unseen.joint", "generation.unseen.base_rate",
                 "manipulation.success", "manipulation.tanimoto_median", "classifier.continuous_mae", "fcd.plugen_samples", "fcd.ratio"):
         assert np.isfinite(m[key]), key
+    assert "reconstructions.unseen.joint" in m  # NaN where no tiny test molecule falls in the region
     assert m["judge.space"] == "rdkit" and m["generation.validity"] > 0.5  # SELFIES: almost every token string is a molecule
     for picture in ("generation_grid.png", "manipulation_grid.png", "property_histograms.png", "flow_curves.png"):
         assert (moses_repo / "plots/moses-vae" / picture).stat().st_size > 1000

@@ -12,12 +12,14 @@ import pandas as pd
 import torch
 
 from plugen_core import chemistry, plots, pyfunc_model, tracking
+from plugen_core.datasets.labels import matches
 from plugen_core.datasets.molecules import moses_file
 from plugen_core.evaluation import check_no_leak, metric_names, summarise
 from plugen_core.flow import PluGeN
 from plugen_core.io import PlugenInputError, atomic_dir, read_array, read_table, write_json
 from plugen_core.judge import PropertyJudge
-from plugen_core.molecule_evaluation import MOLECULE_SETTINGS, quality, region_targets, score_manipulation, score_region, score_seen, score_targets, seen_targets
+from plugen_core.molecule_evaluation import (MOLECULE_SETTINGS, quality, region_targets, score_manipulation, score_region, score_region_reconstructions,
+                                            score_seen, score_targets, seen_targets)
 
 
 def known_molecules(cfg: dict, samples: np.ndarray, split: np.ndarray) -> set[str]:
@@ -84,6 +86,15 @@ def read_molecule_test(cfg: dict, layout, backbone, judge: PropertyJudge, genera
 
 Generate = Callable[[pd.DataFrame, int], np.ndarray]  # (targets, per target) -> SMILES ("" where none decodes)
 Edit = Callable[[torch.Tensor, pd.DataFrame], np.ndarray]  # (latents, one row of edits per latent) -> SMILES
+
+
+def rebuilt_regions(backbone, judge: PropertyJudge, test: MoleculeTest, held_out: list[dict]) -> list[pd.DataFrame]:
+    """Per held-out region, the properties of the backbone's reconstructions of the real test molecules inside it."""
+    frames = []
+    for region in held_out:
+        inside = torch.from_numpy(matches(test.labels, region))
+        frames.append(judge.predict(backbone.decode_data(test.latents[inside])) if inside.any() else pd.DataFrame(columns=judge.schema.names))
+    return frames
 
 
 def score_molecule_controls(generate: Generate, edit: Edit | None, judge: PropertyJudge, ev: dict, held_out: list[dict], test: MoleculeTest,
@@ -159,6 +170,9 @@ def evaluate_molecules(cfg: dict, layout, backbone, plugin: PluGeN, generator: t
     metrics |= scores | summarise(plugin.classify(test.latents)[schema.names], test.labels, schema, "classifier")
     print("[evaluate] plugin:", show(metrics, "generation.validity", "generation.seen.continuous_mae", "target.mae_fraction", "generation.unseen.joint",
                                      "generation.unseen.lift", "manipulation.success", "manipulation.tanimoto_median"))
+    if held_out:
+        metrics |= score_region_reconstructions(rebuilt_regions(backbone, judge, test, held_out), held_out, metrics["generation.unseen.base_rate"])
+        print("[evaluate] held-out region, the backbone's reconstructions of its real molecules:", show(metrics, "reconstructions.unseen.joint", "reconstructions.unseen.lift"))
 
     metrics |= {f"fcd.{k}": v for k, v in chemistry.fcd(test.smiles, {"backbone_samples": test.prior, "plugen_samples": generated}).items()}
     metrics["fcd.ratio"] = metrics["fcd.plugen_samples"] / metrics["fcd.backbone_samples"]
