@@ -136,6 +136,11 @@ def main() -> None:
                 lines += ["Scored by RDKit on the molecules each method decodes: `target.mae_fraction` is the MAE of single-property",
                           "requests as a fraction of each property's range (mean over properties), `generation.unseen.*` the held-out",
                           "region (`lift`: its hit rate over the backbone's own), `fcd` the Fréchet ChemNet Distance to the test set.", ""]
+                ceiling = read_json(layouts[e].metrics)
+                if "reconstructions.unseen.joint" in ceiling:  # what the backbone allows there (stages/evaluate_molecules.py)
+                    lines += [f"The backbone's own reconstructions of the real test molecules inside the region land in it "
+                              f"{ceiling['reconstructions.unseen.joint']:.3f} of the time (lift {ceiling['reconstructions.unseen.lift']:.2f}):",
+                              "what a method whose latents sat exactly on real molecules of the region would reach.", ""]
             lines += [markdown(frame)]
             for grid in sorted(layouts[e].baselines.glob("unseen_*.png")):  # copied: the report is whole in reports/
                 shutil.copyfile(grid, out / f"{e}_{grid.name}")
