@@ -118,7 +118,8 @@ def main() -> None:
     params = load_params(ap.parse_args().params)
     layouts = {e: Layout(config.experiment(params, e)) for e in section(params, "experiments")}
     experiments = list(layouts)
-    tables = {e: table(read_json(layout.metrics), read_json(layout.baseline_metrics)) for e, layout in layouts.items()}
+    plugen = {e: read_json(layout.metrics) for e, layout in layouts.items()}
+    tables = {e: table(plugen[e], read_json(layout.baseline_metrics)) for e, layout in layouts.items()}
     runs = {e: pd.read_csv(EFFICIENCY / f"{e}.csv") for e in experiments if (EFFICIENCY / f"{e}.csv").is_file()}
 
     lines = ["# Benchmark: PluGeN against the baselines", "",
@@ -136,7 +137,7 @@ def main() -> None:
                 lines += ["Scored by RDKit on the molecules each method decodes: `target.mae_fraction` is the MAE of single-property",
                           "requests as a fraction of each property's range (mean over properties), `generation.unseen.*` the held-out",
                           "region (`lift`: its hit rate over the backbone's own), `fcd` the Fréchet ChemNet Distance to the test set.", ""]
-                ceiling = read_json(layouts[e].metrics)
+                ceiling = plugen[e]
                 if "reconstructions.unseen.joint" in ceiling:  # what the backbone allows there (stages/evaluate_molecules.py)
                     lines += [f"The backbone's own reconstructions of the real test molecules inside the region land in it "
                               f"{ceiling['reconstructions.unseen.joint']:.3f} of the time (lift {ceiling['reconstructions.unseen.lift']:.2f}):",
