@@ -10,8 +10,10 @@ discriminator, the hinge loss, and a discriminator learning `discriminator_lr_sc
 Options for longer runs, each off by default: `convs_per_scale` 2 adds a 3x3 convolution at every scale of both
 networks, the generator's last one at full resolution (with 1 its finest feature map is half the image side);
 `mapping_layers` > 0 puts a StyleGAN-like mapping network in front of the generator, so that the latents PluGeN works
-in are its W space (`sample_prior` maps N(0, I) draws through it), not the raw noise; `r1_gamma` > 0 penalises the
-discriminator's gradient on real images (R1), which keeps it from sharpening without bound.
+in are its W space (`sample_prior` maps N(0, I) draws through it), not the raw noise; as in StyleGAN it normalises
+each draw to unit RMS, starts from weights that keep W's spread, and learns `mapping_lr_scale` times slower than the
+generator (StyleGAN: 0.01);
+`r1_gamma` > 0 penalises the discriminator's gradient on real images (R1), which keeps it from sharpening without bound.
 """
 from __future__ import annotations
 
@@ -26,11 +28,21 @@ from plugen_core import resume
 from plugen_core.backbones.base import ImageBackbone
 
 
+class _UnitRMS(nn.Module):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+
+
 def _mapping(latent_dim: int, layers: int) -> nn.Module:
-    blocks: list[nn.Module] = []
+    if not layers:
+        return nn.Sequential()  # the identity
+    blocks: list[nn.Module] = [_UnitRMS()]
     for _ in range(layers):
-        blocks += [nn.Linear(latent_dim, latent_dim), nn.LeakyReLU(0.2)]
-    return nn.Sequential(*blocks)  # empty: the identity
+        linear = nn.Linear(latent_dim, latent_dim)
+        nn.init.kaiming_normal_(linear.weight, a=0.2)  # keeps W's spread: torch's default init shrank it 3x a layer
+        nn.init.zeros_(linear.bias)
+        blocks += [linear, nn.LeakyReLU(0.2)]
+    return nn.Sequential(*blocks)
 
 
 def _generator(latent_dim: int, widths: list[int], channels: int, convs: int) -> nn.Sequential:
@@ -63,17 +75,17 @@ class DCGAN(ImageBackbone):
     kind = "gan"
     has_encoder = False
 
-    def __init__(self, latent_dim: int = 32, image_size: int = 32, channels: int = 3, width: int = 32, discriminator_lr_scale: float = 4.0, ema_decay: float = 0.0, convs_per_scale: int = 1, mapping_layers: int = 0, r1_gamma: float = 0.0):
+    def __init__(self, latent_dim: int = 32, image_size: int = 32, channels: int = 3, width: int = 32, discriminator_lr_scale: float = 4.0, ema_decay: float = 0.0, convs_per_scale: int = 1, mapping_layers: int = 0, mapping_lr_scale: float = 1.0, r1_gamma: float = 0.0):
         super().__init__(latent_dim, image_size, channels, width)
         self.discriminator_lr_scale, self.ema_decay, self.r1_gamma = discriminator_lr_scale, ema_decay, r1_gamma
-        self.convs_per_scale, self.mapping_layers = convs_per_scale, mapping_layers
+        self.convs_per_scale, self.mapping_layers, self.mapping_lr_scale = convs_per_scale, mapping_layers, mapping_lr_scale
         widths = [width * 2**i for i in range(self.n_scales)]  # e.g. 32, 64, 128: the discriminator's, down to 4x4
         self.mapping = _mapping(latent_dim, mapping_layers)
         self.generator_logits = _generator(latent_dim, widths[::-1], channels, convs_per_scale)
         self.discriminator = _discriminator(widths, channels, convs_per_scale)
 
     def config(self) -> dict:
-        keys = ("latent_dim", "image_size", "channels", "width", "discriminator_lr_scale", "ema_decay", "convs_per_scale", "mapping_layers", "r1_gamma")
+        keys = ("latent_dim", "image_size", "channels", "width", "discriminator_lr_scale", "ema_decay", "convs_per_scale", "mapping_layers", "mapping_lr_scale", "r1_gamma")
         return {k: getattr(self, k) for k in keys}
 
     @torch.no_grad()
@@ -90,10 +102,11 @@ class DCGAN(ImageBackbone):
         return 0.5 * self.r1_gamma * grad.square().sum(dim=(1, 2, 3)).mean()
 
     def fit(self, data, epochs, batch_size, lr, device, generator, state=None) -> list[dict]:
-        """Hinge loss, one discriminator step per generator step; `lr` is the generator's (and the mapping's)."""
+        """Hinge loss, one discriminator step per generator step; `lr` is the generator's."""
         self.to(device).train()
         synthesis = nn.Sequential(self.mapping, self.generator_logits)  # what the moving average follows
-        opt_g = torch.optim.Adam(synthesis.parameters(), lr=lr, betas=(0.5, 0.999))
+        groups = [{"params": self.generator_logits.parameters()}, {"params": self.mapping.parameters(), "lr": lr * self.mapping_lr_scale}]
+        opt_g = torch.optim.Adam(groups, lr=lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr * self.discriminator_lr_scale, betas=(0.5, 0.999))
         ema = AveragedModel(synthesis, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True) if self.ema_decay else None
         history: list[dict] = []
