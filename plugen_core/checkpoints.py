@@ -1,7 +1,9 @@
 """Shipped pre-trained checkpoints: the weights as safetensors (plain tensors, never code) and a model card beside them
 (`<name>.card.yaml`) saying what they are (kind, config), how they were made (data, seed, command, commit, time,
 hardware) and how good they are. Loading checks the file's sha256 against its card, so a corrupt or swapped file is
-refused by name. The pretraining pipeline in zoo/ writes both (plugen_core/stages/publish.py)."""
+refused by name, and against the params' pin where they give one (`pretrained_sha256`): zoo/ is a DVC project of its
+own, so the main pipeline's DVC cannot see a file there change, but it sees the pin change, and reruns what depends on
+it. The pretraining pipeline in zoo/ writes both (plugen_core/stages/publish.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,9 +37,10 @@ def read_card(weights: str | Path) -> dict:
     return card
 
 
-def load_verified(weights: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """The tensors of a shipped checkpoint and its card, once the file's sha256 matches the card and the card says it
-    holds `kind` (which the caller's own config names: a checkpoint never chooses what to build)."""
+def load_verified(weights: str | Path, kind: str, pinned: str | None = None, pin_key: str = "pretrained_sha256") -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors of a shipped checkpoint and its card, once the file's sha256 matches the card (and `pinned`, the
+    params' `pin_key`, where given) and the card says it holds `kind` (which the caller's own config names: a
+    checkpoint never chooses what to build)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -48,6 +51,11 @@ def load_verified(weights: str | Path, kind: str) -> tuple[dict[str, torch.Tenso
         raise PlugenInputError(
             f"{weights}: sha256 {actual} differs from {card['sha256']}, the one its card {card_path(weights)} expects: the file "
             "is corrupt or was swapped; restore it (git checkout) or reproduce it (cd zoo && dvc repro)"
+        )
+    if pinned is not None and actual != pinned:
+        raise PlugenInputError(
+            f"{weights}: sha256 {actual} is not {pinned}, the one the params pin ({pin_key}): another checkpoint was shipped "
+            "there; set the params' pin to its card's sha256, so that DVC reruns what the new weights change"
         )
     if card["kind"] != kind:
         raise PlugenInputError(f"{weights}: its card says it holds a '{card['kind']}', but the params ask for a '{kind}'")

@@ -24,7 +24,7 @@ from plugen_core.stages import experiment_stage
 def build_for(p: dict, samples: np.ndarray, where: str) -> Backbone:
     """The backbone `p` describes, sized for the dataset's samples; with `pretrained`, a shipped checkpoint's weights,
     verified against its card, and its config, checked against the params' and the data's."""
-    kind, settings = p["kind"], {k: v for k, v in p.items() if k not in TRAINING + ("kind", "pretrained")}
+    kind, settings = p["kind"], {k: v for k, v in p.items() if k not in TRAINING + ("kind", "pretrained", "pretrained_sha256")}
     cls = BACKBONES.get(kind, Backbone)  # an unknown kind is refused, with the known ones, by build_backbone
     if issubclass(cls, ImageBackbone):
         if samples.ndim != 4 or samples.dtype != np.uint8:
@@ -39,7 +39,7 @@ def build_for(p: dict, samples: np.ndarray, where: str) -> Backbone:
             alphabet, longest = alphabet_of(samples)
             settings |= {"alphabet": alphabet, "max_length": longest}
     if p.get("pretrained"):
-        tensors, card = checkpoints.load_verified(p["pretrained"], kind)
+        tensors, card = checkpoints.load_verified(p["pretrained"], kind, p.get("pretrained_sha256"))
         model = build_backbone(kind, **checkpoints.check_config(card, settings, p["pretrained"]))
         try:
             model.load_state_dict(tensors)

@@ -42,7 +42,8 @@ def main() -> None:
     if entry["source"] in config.MOLECULE_SOURCES:  # RDKit computes the properties exactly: nothing to train
         judge, how, history = PropertyJudge(schema), f"RDKit computes {schema.names}", []
     elif entry.get("pretrained_judge"):
-        judge, how = shipped_judge(entry["pretrained_judge"], schema, samples.shape[1:]), f"shipped, from {entry['pretrained_judge']}"
+        judge = shipped_judge(entry["pretrained_judge"], schema, samples.shape[1:], entry.get("pretrained_judge_sha256"))
+        how = f"shipped, from {entry['pretrained_judge']}"
         history = []
     else:
         split = "judge" if (labels["split"] == "judge").any() else "train"
@@ -58,9 +59,10 @@ def main() -> None:
     print(f"[train_judge] {args.dataset}: {how} -> {layout.judge}, {layout.judge_history}")
 
 
-def shipped_judge(weights: str, schema: Schema, input_shape: tuple[int, ...]) -> Judge:
-    """A judge shipped in zoo/checkpoints/, verified against its card, for data of exactly this schema and shape."""
-    tensors, card = checkpoints.load_verified(weights, "judge")
+def shipped_judge(weights: str, schema: Schema, input_shape: tuple[int, ...], pinned: str | None = None) -> Judge:
+    """A judge shipped in zoo/checkpoints/, verified against its card (and the params' pin), for data of exactly this
+    schema and shape."""
+    tensors, card = checkpoints.load_verified(weights, "judge", pinned, "pretrained_judge_sha256")
     if card.get("schema") != schema.to_dict():
         raise PlugenInputError(f"{weights}: the judge was trained on other attributes or ranges ({card.get('schema')}) than this dataset's ({schema.to_dict()}); drop pretrained_judge to train one")
     config = checkpoints.check_config(card, {"input_shape": list(input_shape)}, weights)
