@@ -73,7 +73,7 @@ def moses_plugin(root: Path, epochs: int, n: int = 1200) -> Path:
     cfg = write_params(root, "moses-vae")
     smiles = chemistry.canonical(pd.read_csv(molecules.moses_file("test.csv.gz"))["SMILES"].to_numpy(str)[:n])
     smiles = smiles[molecules.selfies_tokens(smiles) <= cfg["dataset"]["max_tokens"]]
-    labels = chemistry.properties(smiles, workers=1)
+    labels = chemistry.properties(smiles)
     spec = [{"name": name, "kind": "continuous", "unit": chemistry.UNITS[name]} for name in labels.columns]
     train(root, cfg, smiles, labels, spec, epochs)
     return root

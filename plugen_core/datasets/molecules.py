@@ -56,7 +56,7 @@ def with_properties(entry: dict, smiles: np.ndarray, split: np.ndarray) -> tuple
 def selfies_tokens(smiles: np.ndarray) -> np.ndarray:
     import selfies as sf
 
-    return np.array([sf.len_selfies(sf.encoder(s, strict=False)) for s in smiles])
+    return np.array([sf.len_selfies(e) for e in chemistry.selfies_of(smiles)])
 
 
 def prepare_moses(entry: dict, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataFrame, list[dict]]:
