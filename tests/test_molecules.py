@@ -24,6 +24,18 @@ def test_properties_are_rdkit_s_and_an_invalid_smiles_has_none():
     assert list(chemistry.canonical(["OCC", "C1=CC=CC=C1", "xyz"])) == ["CCO", "c1ccccc1", ""]
 
 
+def test_work_split_over_processes_gives_what_one_process_gives(monkeypatch):
+    smiles = list(MOLECULES) * 20 + ["not a molecule"]
+    answers = {}
+    for workers in (1, 2):
+        monkeypatch.setattr(torch, "get_num_threads", lambda: workers)
+        answers[workers] = chemistry.properties(smiles), chemistry.canonical(smiles), chemistry.selfies_of(smiles[:-1])
+        with pytest.raises(PlugenInputError, match=r"row 150: SMILES 'C\(' cannot be written as SELFIES"):  # the row of the whole set
+            chemistry.selfies_of(smiles[:150] + ["C("] + smiles[150:])
+    pd.testing.assert_frame_equal(answers[1][0], answers[2][0])
+    assert answers[2][0]["mw"].isna().sum() == 1 and list(answers[1][1]) == list(answers[2][1]) and answers[1][2] == answers[2][2]
+
+
 def test_tanimoto_is_one_for_the_same_molecule_and_lower_for_another():
     sims = chemistry.tanimoto(["CCO", "c1ccccc1O", "CCO"], ["OCC", "c1ccccc1N", ""])
     assert sims[0] == 1.0 and 0 < sims[1] < 1 and sims[2] == 0.0
