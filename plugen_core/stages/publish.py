@@ -60,9 +60,28 @@ def publish_judge(params: dict, dataset: str) -> None:
     write(f"{dataset}-judge", judge.state_dict(), card, history, ["loss"], None)
 
 
+def latent_probe(backbone, judge: Judge, generator, n_fit: int = 8000, n_test: int = N_QUALITY) -> dict[str, float]:
+    """How much of each attribute the latent a plugin works in carries: an MLP probe fit on `n_fit` prior draws to the
+    judge's reading of what they decode to, scored on `n_test` more (accuracy for a discrete attribute, R^2 for a
+    continuous one). What the probe cannot read off the latent, no plugin in that latent can set reliably."""
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    latents = backbone.sample_prior(n_fit + n_test, generator)
+    read, x = judge.predict(backbone.decode_data(latents)), latents.numpy()
+    out = {}
+    for a in judge.schema.attributes:
+        y = read[a.name].to_numpy()
+        kind, probe = ("r2", MLPRegressor) if a.kind == "continuous" else ("accuracy", MLPClassifier)
+        fitted = make_pipeline(StandardScaler(), probe(hidden_layer_sizes=(256, 256), early_stopping=True, random_state=0)).fit(x[:n_fit], y[:n_fit])
+        out[f"latent_probe.{a.name}.{kind}"] = float(fitted.score(x[n_fit:], y[n_fit:]))
+    return out
+
+
 def image_quality(backbone, layout, samples: np.ndarray, labels: pd.DataFrame, real: np.ndarray, test_labels: pd.DataFrame, generator) -> tuple[dict, str, Callable]:
     """Judge-feature FID/KID of prior samples (and reconstructions), the judge's accuracy on reconstructions and its
-    confidence on samples; what the figures mean; what draws a grid of samples to a path."""
+    confidence on samples, the latent probe; what the figures mean; what draws a grid of samples to a path."""
     judge = Judge.load(layout.judge)
     fakes = {"samples": backbone.decode_data(backbone.sample_prior(N_QUALITY, generator))}
     quality: dict[str, float] = {}
@@ -72,9 +91,10 @@ def image_quality(backbone, layout, samples: np.ndarray, labels: pd.DataFrame, r
     quality |= fid_kid(FeatureExtractor(judge), real, fakes, 500, judge.to_input)
     _, confidence = judge.read(judge.outputs(fakes["samples"]))
     quality["judge_confident_on_samples"] = float((confidence >= 0.9).all(axis=1).mean())  # every discrete attribute readable
+    quality |= latent_probe(backbone, judge, generator)
     grid = fakes["samples"][:64].reshape(8, 8, *real.shape[1:])
     draw = lambda path, title: plots.image_grid(grid, [""] * 8, [], path, title)  # noqa: E731
-    return quality, f"FID/KID on the judge's features (not Inception), {N_QUALITY} samples vs {N_QUALITY} real test images; judge: {layout.judge}", draw
+    return quality, f"FID/KID on the judge's features (not Inception), {N_QUALITY} samples vs {N_QUALITY} real test images; judge: {layout.judge}; latent_probe: judge's reading of prior samples off their latents", draw
 
 
 def molecule_quality(backbone, layout, samples: np.ndarray, labels: pd.DataFrame, real: np.ndarray, test_labels: pd.DataFrame, generator) -> tuple[dict, str, Callable]:
