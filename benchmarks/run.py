@@ -262,7 +262,7 @@ def pipeline_section() -> dict:
                 raise RuntimeError(f"flows.sweep --jobs {jobs} failed:\n{sweep.stdout[-3000:]}\n{sweep.stderr[-3000:]}")
             sweeps[jobs] = time.perf_counter() - start
     return {
-        "quiet_s": quiet, "busy_s": busy, "busy_over_quiet": sum(busy.values()) / sum(quiet.values()),
+        "stages": list(quiet), "quiet_s": quiet, "busy_s": busy,  # `stages`: dvc.yaml's order (the json sorts keys) "busy_over_quiet": sum(busy.values()) / sum(quiet.values()),
         "busy_two_threads_s": busy_two_threads, "busy_two_threads_over_quiet": sum(busy_two_threads.values()) / sum(quiet.values()),
         "sweep_one_job_s": sweeps[1], "sweep_two_jobs_s": sweeps[2], "two_jobs_over_one": sweeps[2] / sweeps[1],
     }
@@ -276,10 +276,10 @@ def machine() -> dict:
 def markdown(results: dict) -> str:
     """The results as the tables of docs/performance.md."""
     m = results["machine"]
-    out = [f"Machine: {m['cpu']}, {m['cores_allowed']} core(s), {m['threads']} torch thread(s), torch {m['torch']}, Python {m['python']}; run {results['date']}.", ""]
+    out = [f"Machine: {m['cpu']}, {m['cores_allowed']} core(s), {m['threads']} torch thread(s), torch {m['torch']}, Python {m['python']}.", ""]
     if s := results.get("step"):
         out += [
-            f"**Training step** (default flow: {s['couplings']} couplings x {s['layers']} layers x {s['hidden']}, batch {s['batch_size']}; median of {s['rounds']} rounds of {s['steps_per_round']} steps, interleaved)",
+            f"**Training step** (default flow: {s['couplings']} couplings x {s['layers']} layers x {s['hidden']}, batch {s['batch_size']}; median of {s['rounds']} rounds of {s['steps_per_round']} steps, interleaved; run {s['date']})",
             "", "| loop | ms / step | range |", "| --- | ---: | ---: |",
             *[f"| {name} | {s['ms'][key]:.2f} | {s['spread_ms'][key][0]:.2f}-{s['spread_ms'][key][1]:.2f} |" for key, name in (("mlp", "plain MLP, same layers and optimiser (ceiling)"), ("today", "flow, `flow.fit` today"), ("filed", "flow, the loop as filed (benchmarks/filed.py)"))],
             "", f"Today / MLP: **{s['today_over_mlp']:.2f}x**; filed / today: **{s['filed_over_today']:.2f}x** faster.", "",
@@ -288,24 +288,24 @@ def markdown(results: dict) -> str:
         reach = s["seconds_to_target"]
         fmt = lambda v: f"{v:.1f} s" if v is not None else "not reached"  # noqa: E731
         out += [
-            f"**Time to held-out NLL** ({s['experiment']} latents: {s['latents']} training, {s['held_out']} held out; batch {s['batch_size']}; same initial weights and batches)",
+            f"**Time to held-out NLL** ({s['experiment']} latents: {s['latents']} training, {s['held_out']} held out; batch {s['batch_size']}; same initial weights and batches; run {s['date']})",
             "", "| epoch | today: s | today: held-out NLL | filed: s | filed: held-out NLL |", "| ---: | ---: | ---: | ---: | ---: |",
             *[f"| {a['epoch']} | {a['seconds']:.1f} | {a['held_out_nll']:.3f} | {b['seconds']:.1f} | {b['held_out_nll']:.3f} |" for a, b in zip(s["curves"]["today"], s["curves"]["filed"]) if a["epoch"] in (1, 2, 5, 10, 20) or a["epoch"] % 20 == 0 or a["epoch"] == s["epochs"]],
             "", f"Seconds to reach the filed loop's final held-out NLL {s['target_nll']:.3f}: today {fmt(reach['today'])}, filed {fmt(reach['filed'])}. Largest per-epoch difference in held-out NLL between the two: {s['max_abs_nll_difference']:.4f}.",
             "", "![time to NLL](performance-nll.png)", "",
         ]
     if s := results.get("generate"):
-        out += [f"**Generation**: {s['n']:,} conditional latents at once: today {s['today']['ms']:.0f} ms ({s['today']['latents_per_s']:,.0f} latents/s), filed {s['filed']['ms']:.0f} ms ({s['filed']['latents_per_s']:,.0f} latents/s).", ""]
+        out += [f"**Generation** (run {s['date']}): {s['n']:,} conditional latents at once: today {s['today']['ms']:.0f} ms ({s['today']['latents_per_s']:,.0f} latents/s), filed {s['filed']['ms']:.0f} ms ({s['filed']['latents_per_s']:,.0f} latents/s).", ""]
     if s := results.get("scale"):
         base = s["sizes"][0]["us_per_latent"]
-        out += ["**Scale** (one flow epoch, batch 256, synthetic latents of width 32)", "", "| latents | steps | s / epoch | us / latent | vs smallest | peak RSS MB |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+        out += [f"**Scale** (one flow epoch, batch 256, synthetic latents of width 32; run {s['date']})", "", "| latents | steps | s / epoch | us / latent | vs smallest | peak RSS MB |", "| ---: | ---: | ---: | ---: | ---: | ---: |"]
         out += [f"| {r['n']:,} | {r['steps']:,} | {r['seconds']:.1f} | {r['us_per_latent']:.1f} | {r['us_per_latent'] / base:.2f} | {r['peak_rss_mb']:.0f} |" for r in s["sizes"]] + [""]
     if s := results.get("pipeline"):
         columns = ("quiet_s", "busy_s", "busy_two_threads_s")
         out += [
-            "**Smoke pipeline, stage by stage** (tests/conftest.py params; `busy`: one `while True: pass` process beside it)",
+            f"**Smoke pipeline, stage by stage** (tests/conftest.py params; `busy`: one `while True: pass` process beside it; run {s['date']})",
             "", "| stage | quiet, `threads: auto` s | busy, `threads: auto` s | busy, `threads: 2` s |", "| --- | ---: | ---: | ---: |",
-            *[f"| {name} | " + " | ".join(f"{s[c][name]:.1f}" for c in columns) + " |" for name in s["quiet_s"]],
+            *[f"| {name} | " + " | ".join(f"{s[c][name]:.1f}" for c in columns) + " |" for name in s["stages"]],
             "| total | " + " | ".join(f"{sum(s[c].values()):.1f}" for c in columns) + " |",
         ]
         out += ["", f"Busy / quiet: **{s['busy_over_quiet']:.2f}x** with `threads: auto`, {s['busy_two_threads_over_quiet']:.2f}x with two threads per stage. Sweep of two smoke experiments (`flows.sweep --grid seed=...`): one job {s['sweep_one_job_s']:.0f} s, two jobs {s['sweep_two_jobs_s']:.0f} s (**{s['two_jobs_over_one']:.2f}x**).", ""]
@@ -342,11 +342,11 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := set(sections) - set(SECTIONS):
         ap.error(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    results |= {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results["machine"] = machine()
     run = {"step": step_section, "nll": lambda: nll_section(args.nll_epochs), "generate": generate_section, "scale": scale_section, "pipeline": pipeline_section}
     for name in sections:
         print(f"[benchmark] {name} ...", flush=True)
-        results[name] = run[name]()
+        results[name] = run[name]() | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # sections may be rerun apart
         write_json(results, RESULTS)  # each section kept as it finishes
     if "nll" in results:
         plot_nll(results["nll"], DOC.parent / "performance-nll.png")

@@ -25,7 +25,7 @@ def test_the_filed_model_computes_todays_density_with_the_same_weights():
 
 @needs_history
 def test_step_section_times_three_loops_and_renders():
-    results = {"machine": run.machine(), "date": "now", "step": run.step_section(rounds=1, batches=2)}
+    results = {"machine": run.machine(), "step": run.step_section(rounds=1, batches=2) | {"date": "now"}}
     step = results["step"]
     assert set(step["ms"]) == {"today", "filed", "mlp"} and all(ms > 0 for ms in step["ms"].values())
-    assert "Today / MLP" in run.markdown(results)
+    assert "Today / MLP" in run.markdown(results) and "run now" in run.markdown(results)
