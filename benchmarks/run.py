@@ -262,7 +262,8 @@ def pipeline_section() -> dict:
                 raise RuntimeError(f"flows.sweep --jobs {jobs} failed:\n{sweep.stdout[-3000:]}\n{sweep.stderr[-3000:]}")
             sweeps[jobs] = time.perf_counter() - start
     return {
-        "stages": list(quiet), "quiet_s": quiet, "busy_s": busy,  # `stages`: dvc.yaml's order (the json sorts keys) "busy_over_quiet": sum(busy.values()) / sum(quiet.values()),
+        "stages": list(quiet),  # dvc.yaml's order: the json file sorts its keys
+        "quiet_s": quiet, "busy_s": busy, "busy_over_quiet": sum(busy.values()) / sum(quiet.values()),
         "busy_two_threads_s": busy_two_threads, "busy_two_threads_over_quiet": sum(busy_two_threads.values()) / sum(quiet.values()),
         "sweep_one_job_s": sweeps[1], "sweep_two_jobs_s": sweeps[2], "two_jobs_over_one": sweeps[2] / sweeps[1],
     }

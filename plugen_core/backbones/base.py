@@ -62,18 +62,22 @@ class Backbone(nn.Module, ABC):
         tensor = next(self.parameters(), None)
         return tensor.device if tensor is not None else torch.device("cpu")
 
+    def inference_batch(self) -> int:
+        """Rows per pass of encode_data / decode_data (io.inference_batch: small on a CPU)."""
+        return inference_batch(self.device)
+
     @torch.no_grad()
     def encode_data(self, raw: np.ndarray, batch_size: int | None = None) -> torch.Tensor:
         """Stored data -> latents (on CPU), in batches."""
         device = self.device
-        batch_size = batch_size or inference_batch(device)
+        batch_size = batch_size or self.inference_batch()
         return torch.cat([self.encode(self.preprocess(raw[s : s + batch_size]).to(device)).cpu() for s in range(0, len(raw), batch_size)])
 
     @torch.no_grad()
     def decode_data(self, w: torch.Tensor, batch_size: int | None = None) -> np.ndarray:
         """Latents -> stored data format, in batches."""
         device = self.device
-        batch_size = batch_size or inference_batch(device)
+        batch_size = batch_size or self.inference_batch()
         return np.concatenate([self.postprocess(self.decode(w[s : s + batch_size].to(device))) for s in range(0, len(w), batch_size)])
 
     def save(self, path: str | Path, trained: dict | None = None) -> None:
