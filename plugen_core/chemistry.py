@@ -4,6 +4,7 @@ An invalid or empty SMILES has no properties (NaN), never a guessed value."""
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -36,11 +37,13 @@ def in_parallel(work, items: list, least: int = 64) -> list:
     """`work(items)` (a top-level function of a list returning one result per item), split over as many processes
     as this stage has torch threads (plugen_core/threads.py) once there are `least` items: RDKit and SELFIES are
     pure Python or single-threaded C++, so a stage's second core would otherwise sit idle while they run (2 cores:
-    1,000 molecules' properties in 0.7 s instead of 1.4 s)."""
+    1,000 molecules' properties in 0.7 s instead of 1.4 s). Called from any thread but the main one (a request of the
+    `plugen demo` server), it stays in this process: forking from a threaded process can copy a lock another thread
+    holds into the workers, which would then wait on it for ever."""
     import torch
 
     workers = torch.get_num_threads()
-    if workers == 1 or len(items) < least:
+    if workers == 1 or len(items) < least or threading.current_thread() is not threading.main_thread():
         return work(items)
     if workers not in _pools:
         _pools[workers] = ProcessPoolExecutor(workers)

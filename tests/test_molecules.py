@@ -1,5 +1,8 @@
 """Molecules: RDKit's properties and judge, the SELFIES VAE, the molecule datasets, held-out regions and the molecule
 scores, each on a case whose answer is known."""
+import os
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,6 +37,21 @@ def test_work_split_over_processes_gives_what_one_process_gives(monkeypatch):
             chemistry.selfies_of(smiles[:150] + ["C("] + smiles[150:])
     pd.testing.assert_frame_equal(answers[1][0], answers[2][0])
     assert answers[2][0]["mw"].isna().sum() == 1 and list(answers[1][1]) == list(answers[2][1]) and answers[1][2] == answers[2][2]
+
+
+def test_work_asked_for_from_another_thread_stays_in_this_process(monkeypatch):
+    """A server's request thread must not fork (a lock held by another thread would be copied into the workers)."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    items, pids = list(range(200)), {}
+    thread = threading.Thread(target=lambda: pids.update(request=set(chemistry.in_parallel(_pid_of_each, items))))
+    thread.start()
+    thread.join()
+    assert pids["request"] == {os.getpid()}
+    assert os.getpid() not in set(chemistry.in_parallel(_pid_of_each, items))  # the main thread does split the work
+
+
+def _pid_of_each(items: list) -> list[int]:
+    return [os.getpid()] * len(items)
 
 
 def test_tanimoto_is_one_for_the_same_molecule_and_lower_for_another():
