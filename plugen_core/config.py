@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import numbers
 import re
 from typing import Callable
@@ -25,7 +26,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # experiment and dataset names
 
 
 def _number(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+    """A finite number (YAML reads `.inf` and `.nan` as numbers; no setting means either)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def whole(low: int) -> Callable:
@@ -86,22 +88,81 @@ LABELLER = JUDGE | {
 }
 
 
+def text(v) -> str | None:
+    return None if isinstance(v, str) and v else "a non-empty string"
+
+
+def text_or_null(v) -> str | None:
+    return None if v is None or text(v) is None else "a non-empty string or null"
+
+
+def names_or_null(v) -> str | None:
+    return None if v is None or (isinstance(v, list) and v and all(text(n) is None for n in v)) else "a list of names, or null"
+
+
+def mapping(v) -> str | None:
+    return None if isinstance(v, dict) else "a mapping"
+
+
+def split_fraction(v) -> str | None:
+    return None if _number(v) and 0 <= v < 1 else "a number in [0, 1)"
+
+
+def interval(v) -> str | None:
+    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(x) and math.isfinite(x) for x in v) and v[0] < v[1]
+    return None if ok else "[low, high] with low < high"
+
+
+SHARED_DATASET = {"source": one_of(*SOURCES), "input": text, "labelled": mapping}  # the data stage checks labelled's rules
+JUDGE_FILE = {"pretrained_judge": text_or_null, "pretrained_judge_sha256": text_or_null}  # image datasets' evaluation judge
+DATASET = {  # per source: every key its reader (plugen_core/datasets/) takes, with what it must be
+    "shapes": SHARED_DATASET | JUDGE_FILE | {
+        "image_size": whole(8), "n_train": whole(1), "n_test": whole(1), "size_range": interval, "x_range": interval, "y_jitter": at_least_zero},
+    "images": SHARED_DATASET | JUDGE_FILE | {
+        "image_size": whole(1), "labels": text, "attributes": names_or_null, "crop": one_of("center", "none"), "test_fraction": split_fraction},
+    "latents": SHARED_DATASET | {
+        "latents": text, "labels": text, "attributes": names_or_null, "test_fraction": split_fraction, "judge_fraction": split_fraction},
+    "moses": SHARED_DATASET | {
+        "n_train": whole(1), "n_test": whole(1), "max_tokens": lambda v: None if v is None or whole(1)(v) is None else "null or a whole number >= 1",
+        "properties": names_or_null},
+    "molecules": SHARED_DATASET | {
+        "smiles_column": text, "properties": names_or_null, "invalid": one_of("refuse", "skip"), "test_fraction": split_fraction},
+}
+DATASET_REQUIRED = {"shapes": ("n_train", "n_test", "image_size", "size_range", "x_range", "y_jitter"), "images": ("image_size",),
+                    "moses": ("n_train", "n_test")}  # beyond source and input; every other key has a default
+TRACKING = {
+    "uri": lambda v: None if v in (None, False, "off") or text(v) is None else "a URI, or null (the local store), or off",
+    "optional": flag,
+    "primary_metric": text,
+    "primary_direction": one_of("max", "min"),
+}
+TOP_LEVEL = {  # every section a params file may hold (published_judges: the pretraining pipeline's, zoo/)
+    "seed": whole(0),
+    "device": lambda v: None if v in ("auto", "cpu") or (isinstance(v, str) and re.fullmatch(r"cuda(:\d+)?", v)) else "auto, cpu, cuda or cuda:<n>",
+    "threads": lambda v: None,  # checked where it is applied (plugen_core/threads.py)
+    "datasets": mapping, "experiments": mapping, "judge": mapping, "flow": mapping, "evaluate": mapping, "baselines": mapping,
+    "tracking": lambda v: None if v is None or isinstance(v, dict) else "a mapping, or null (no tracking)",
+    "published_judges": lambda v: None,  # read by zoo/'s publish stage
+}
+
+
 def check(where: str, values: dict, rules: dict[str, Callable], optional: tuple[str, ...] = ()) -> None:
     """Refuse, before any work, a section with an unknown key (naming the closest known one), a missing key (unless
     `optional`), or a value of the wrong type or range, naming the key."""
     if not isinstance(values, dict):
-        raise PlugenInputError(f"params: {where} must be a mapping, got {values!r}")
+        raise PlugenInputError(f"params: {where or 'the file'} must be a mapping, got {values!r}")
+    at = (lambda key: f"{where}.{key}") if where else str
     for key in sorted(set(values) - set(rules)):
         close = difflib.get_close_matches(key, rules, n=1)
-        raise PlugenInputError(f"params: {where}.{key} is not a setting" + (f"; did you mean '{close[0]}'?" if close else f" (known: {sorted(rules)})"))
+        raise PlugenInputError(f"params: {at(key)} is not a setting" + (f"; did you mean '{close[0]}'?" if close else f" (known: {sorted(rules)})"))
     for key, rule in rules.items():
         if key not in values:
             if key in optional:
                 continue
-            raise PlugenInputError(f"params: {where}.{key} is missing")
+            raise PlugenInputError(f"params: {at(key)} is missing")
         expected = rule(values[key])
         if expected:
-            raise PlugenInputError(f"params: {where}.{key} must be {expected}, got {values[key]!r}")
+            raise PlugenInputError(f"params: {at(key)} must be {expected}, got {values[key]!r}")
 
 
 def check_name(kind: str, name) -> None:
@@ -123,12 +184,20 @@ def dataset(params: dict, name: str) -> dict:
     check_name("dataset", name)
     if name not in datasets:
         raise PlugenInputError(f"params: dataset '{name}' is not listed under datasets (known: {sorted(datasets)})")
+    check_top_level(params)
     entry = datasets[name]
     if not isinstance(entry, dict) or entry.get("source") not in SOURCES:
         raise PlugenInputError(f"params: datasets.{name}.source must be one of {SOURCES}, got {entry.get('source') if isinstance(entry, dict) else entry!r}")
     if "input" not in entry:
         raise PlugenInputError(f"params: datasets.{name}.input is missing (the file or folder the dataset is read from)")
+    rules = DATASET[entry["source"]]
+    check(f"datasets.{name}", entry, rules, optional=tuple(set(rules) - {"source", "input"} - set(DATASET_REQUIRED.get(entry["source"], ()))))
     return {"name": name, **entry}
+
+
+def check_top_level(params: dict) -> None:
+    """An unknown section (a typo such as `flwo:`) would be ignored and its defaults used without a word."""
+    check("", params, TOP_LEVEL, optional=tuple(TOP_LEVEL))
 
 
 def experiment(params: dict, name: str) -> dict:
@@ -165,5 +234,6 @@ def experiment(params: dict, name: str) -> dict:
     if resolved["labeller"] is not None:
         check(f"experiments.{name}.labeller", resolved["labeller"], LABELLER, optional=("count",))
     if params.get("tracking"):
+        check("tracking", params["tracking"], TRACKING, optional=tuple(TRACKING))
         resolved["tracking"] = {**params["tracking"], "experiment": name}
     return resolved

@@ -1,6 +1,9 @@
 """Evaluation protocol of PLUGEN.md: judge agreement, seen/unseen generation, manipulation, FID/KID."""
 from __future__ import annotations
 
+import difflib
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -49,12 +52,20 @@ SETTINGS = (
 )
 
 
+MOLECULE_SETTINGS = ("targets", "n_per_target", "edit_steps")  # what a molecule experiment reads besides SETTINGS
+
+
 def check_settings(ev: dict) -> None:
-    """Refuse a missing, mistyped or out-of-range `evaluate` setting before any work, naming the key."""
+    """Refuse an unknown (a typo would leave its default in place), missing, mistyped or out-of-range `evaluate`
+    setting before any work, naming the key."""
+    known = [key for key, *_ in SETTINGS] + ["inception_weights", *MOLECULE_SETTINGS]
+    for key in sorted(set(ev) - set(known)):
+        close = difflib.get_close_matches(key, known, n=1)
+        raise PlugenInputError(f"params: evaluate.{key} is not a setting" + (f"; did you mean '{close[0]}'?" if close else f" (known: {sorted(known)})"))
     for key, kind, ok, demand in SETTINGS:
         value = ev.get(key)
-        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-            raise PlugenInputError(f"params: evaluate.{key} must be {'a number' if kind is float else 'an integer'}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not math.isfinite(value):
+            raise PlugenInputError(f"params: evaluate.{key} must be {'a finite number' if kind is float else 'an integer'}, got {value!r}")
         if not ok(value):
             raise PlugenInputError(f"params: evaluate.{key} must be {demand}, got {value!r}")
     if ev.get("inception_weights") is not None and not isinstance(ev["inception_weights"], str):

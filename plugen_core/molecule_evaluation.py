@@ -22,9 +22,6 @@ from plugen_core.datasets.labels import matches
 from plugen_core.evaluation import agreement, combination_name, matches_any, score_edit, summarise
 from plugen_core.schema import Schema
 
-# what `evaluate` reads for a molecule experiment, besides the shared keys
-MOLECULE_SETTINGS = ("targets", "n_per_target", "edit_steps")
-
 
 def quality(smiles: np.ndarray, known: set[str], prefix: str) -> dict[str, float]:
     """Validity, uniqueness (of the valid), novelty (valid and unique ones absent from `known`), internal diversity and

@@ -19,12 +19,13 @@ SPEC = [
 ]
 
 
-PARAMS = """seed: 0
+SHAPES = "source: shapes, input: x, image_size: 32, n_train: 4, n_test: 2, size_range: [5, 10], x_range: [10, 22], y_jitter: 0"  # required keys
+PARAMS = f"""seed: 0
 device: cpu
-datasets: {d: {source: shapes, input: x, labelled: {held_out: []}}}
-experiments: {e: {dataset: d, backbone: {kind: vae}}}
-flow: {}
-evaluate: {n_generation: 10, n_manipulation: 10, n_fid: 10, kid_subset_size: 5, temperature: 0.5, style_temperature: 1.0, continuous_tolerance: 0.1}
+datasets: {{d: {{{SHAPES}, labelled: {{held_out: []}}}}}}
+experiments: {{e: {{dataset: d, backbone: {{kind: vae}}}}}}
+flow: {{}}
+evaluate: {{n_generation: 10, n_manipulation: 10, n_fid: 10, kid_subset_size: 5, temperature: 0.5, style_temperature: 1.0, continuous_tolerance: 0.1}}
 """
 
 
@@ -102,7 +103,7 @@ def test_checkpoint_with_foreign_content_is_refused(inputs, monkeypatch, capsys)
 
 
 def test_missing_params_section_is_named(tmp_path, monkeypatch, capsys):
-    (tmp_path / "params.yaml").write_text("seed: 0\ndevice: cpu\ndatasets: {d: {source: shapes, input: x}}\nexperiments: {e: {dataset: d, backbone: {kind: vae}}}\n")
+    (tmp_path / "params.yaml").write_text(f"seed: 0\ndevice: cpu\ndatasets: {{d: {{{SHAPES}}}}}\nexperiments: {{e: {{dataset: d, backbone: {{kind: vae}}}}}}\n")
     err = run(train_flow, ["--params", str(tmp_path / "params.yaml"), "--experiment", "e"], monkeypatch, capsys)
     assert "section 'flow' is missing" in err
 
@@ -135,7 +136,7 @@ def test_params_read_dvc_style_exponents_as_floats(tmp_path):
     [
         ("n_generation: 10", "evaluate.n_generation must be an integer, got None"),  # removed below: missing
         ("n_fid: 1", "evaluate.n_fid must be > 1, got 1"),
-        ("temperature: hot", "evaluate.temperature must be a number, got 'hot'"),
+        ("temperature: hot", "evaluate.temperature must be a finite number, got 'hot'"),
         ("continuous_tolerance: 0", "evaluate.continuous_tolerance must be in (0, 1], got 0"),
     ],
 )

@@ -1,5 +1,6 @@
-"""params.yaml is checked before any work: an unknown, missing, mistyped or out-of-range flow, labeller or judge
-setting and an unsafe experiment or dataset name are refused, naming the key (with the closest known one for a typo)."""
+"""params.yaml is checked before any work: an unknown, missing, mistyped or out-of-range setting (flow, labeller, judge,
+dataset, evaluate, tracking, a top-level section) and an unsafe experiment or dataset name are refused, naming the key
+(with the closest known one for a typo)."""
 import copy
 import re
 from pathlib import Path
@@ -111,3 +112,84 @@ def test_a_labelled_size_is_refused_naming_its_new_name():
 
     with pytest.raises(PlugenInputError, match=re.escape("datasets.shapes.labelled: unknown key(s) ['size'] (known: count, held_out, correlated); `size` is now `count`")):
         check_rules({"size": 100, "held_out": []}, [], "datasets.shapes.labelled")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda p: p.update(flwo={}), "params: flwo is not a setting; did you mean 'flow'?"),
+        (lambda p: p.update(seed="abc"), "params: seed must be a whole number >= 0, got 'abc'"),
+        (lambda p: p.update(device="gpu"), "params: device must be auto, cpu, cuda or cuda:<n>, got 'gpu'"),
+        (lambda p: p["tracking"].update(url="http://x"), "params: tracking.url is not a setting; did you mean 'uri'?"),
+        (lambda p: p["tracking"].update(optional="no"), "params: tracking.optional must be true or false, got 'no'"),
+        (lambda p: p["flow"].update(sigma0=float("inf")), ".sigma0 must be a number > 0, got inf"),
+        (lambda p: p["datasets"]["shapes"].update(n_trian=300), "datasets.shapes.n_trian is not a setting; did you mean 'n_train'?"),
+        (lambda p: p["datasets"]["shapes"].update(n_train="300"), "datasets.shapes.n_train must be a whole number >= 1, got '300'"),
+        (lambda p: p["datasets"]["shapes"].update(size_range=[10, 5]), "datasets.shapes.size_range must be [low, high] with low < high, got [10, 5]"),
+        (lambda p: p["datasets"]["shapes"].update(image_size=0), "datasets.shapes.image_size must be a whole number >= 8, got 0"),
+        (lambda p: p["datasets"]["shapes"].pop("n_test"), "datasets.shapes.n_test is missing"),
+        (lambda p: p["datasets"]["moses"].update(properties="logp"), "datasets.moses.properties must be a list of names, or null, got 'logp'"),
+    ],
+)
+def test_a_bad_dataset_top_level_or_tracking_setting_is_refused_naming_it(edit, message):
+    params = copy.deepcopy(PARAMS)
+    edit(params)
+    with pytest.raises(PlugenInputError) as e:
+        config.experiment(params, "shapes-vae" if "moses" not in message else "moses-vae")
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"source": "latents", "input": "x", "latnets": "w.npy"}, "datasets.d.latnets is not a setting; did you mean 'latents'?"),
+        ({"source": "latents", "input": "x", "test_fraction": -0.5}, "datasets.d.test_fraction must be a number in [0, 1), got -0.5"),
+        ({"source": "images", "input": "x", "image_size": 32, "crop": "middle"}, "datasets.d.crop must be one of ['center', 'none'], got 'middle'"),
+        ({"source": "molecules", "input": "x", "invalid": "drop"}, "datasets.d.invalid must be one of ['refuse', 'skip'], got 'drop'"),
+    ],
+)
+def test_a_bring_your_own_dataset_entry_is_checked_for_its_source(entry, message):
+    with pytest.raises(PlugenInputError, match=re.escape(message)):
+        config.dataset({"datasets": {"d": entry}}, "d")
+
+
+def test_the_zoo_params_pass():
+    zoo = yaml.safe_load((Path(__file__).resolve().parents[1] / "zoo/params.yaml").read_text())
+    for name in zoo["datasets"]:
+        assert config.dataset(zoo, name)["name"] == name
+
+
+@pytest.mark.parametrize(
+    "rules, message",
+    [
+        ({"held_out": {"shape": "circle"}}, "labelled.held_out must be a list of mappings, got {'shape': 'circle'}"),
+        ({"held_out": [], "correlated": [{"a": "hollow", "b": "light_background"}]}, "labelled.correlated must be a list of mappings, each with ['a', 'b', 'strength']"),
+    ],
+)
+def test_malformed_held_out_or_correlated_rules_are_refused(rules, message):
+    from plugen_core.datasets.labels import check_rules
+
+    with pytest.raises(PlugenInputError, match=re.escape(message)):
+        check_rules(rules, [{"name": "shape", "kind": "categorical", "classes": ["circle"]}], "datasets.d.labelled")
+
+
+def test_an_unknown_or_infinite_evaluate_setting_is_refused():
+    from plugen_core.evaluation import check_settings
+
+    ev = config.experiment(PARAMS, "moses-vae")["evaluate"]
+    check_settings(ev)
+    with pytest.raises(PlugenInputError, match=re.escape("evaluate.temprature is not a setting; did you mean 'temperature'?")):
+        check_settings(ev | {"temprature": 0.1})
+    with pytest.raises(PlugenInputError, match=re.escape("evaluate.temperature must be a finite number, got inf")):
+        check_settings(ev | {"temperature": float("inf")})
+
+
+def test_an_id_or_split_column_is_not_taken_for_an_attribute():
+    import pandas as pd
+
+    from plugen_core.datasets.labels import infer_spec
+
+    table = pd.DataFrame({"id": [7, 8, 9], "smiling": [1, -1, 1]})
+    with pytest.raises(PlugenInputError, match=re.escape("labels.csv: column(s) ['id'] cannot be attributes")):
+        infer_spec(table, list(table.columns), "labels.csv")
+    assert infer_spec(table, ["smiling"], "labels.csv")[1] == [{"name": "smiling", "kind": "binary"}]

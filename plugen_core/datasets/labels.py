@@ -42,12 +42,19 @@ def _to_number(col: pd.Series, name: str, path: Path) -> pd.Series:
     return values
 
 
+RESERVED = ("id", "split")  # columns every labels table gets from the pipeline
+
+
 def infer_spec(table: pd.DataFrame, names: list[str], path: str | Path) -> tuple[pd.DataFrame, list[dict]]:
     """The attribute spec of columns `names` and the table with binary columns as 0/1: values in {-1, 1} or {0, 1}
     are binary, text is categorical (its classes sorted), other numbers are continuous."""
     missing = [n for n in names if n not in table]
     if missing:
         raise PlugenInputError(f"{path}: unknown column(s) {missing}; the table has {list(table.columns)}")
+    reserved = [n for n in names if n in RESERVED]
+    if reserved:
+        raise PlugenInputError(f"{path}: column(s) {reserved} cannot be attributes (the pipeline numbers and splits the rows itself); "
+                               "list the attributes in the dataset's `attributes:`, or rename the columns")
     table, spec = table.copy(), []
     for name in names:
         col = table[name]
@@ -159,6 +166,10 @@ def check_rules(labelled: dict, spec: list[dict], where: str) -> None:
     if unknown:  # `size` was this key's name: DVC's run cache leaves keys so named out of a stage's hash
         raise PlugenInputError(f"{where}: unknown key(s) {sorted(unknown)} (known: count, held_out, correlated)" + ("; `size` is now `count`" if "size" in unknown else ""))
     by_name = {a["name"]: a for a in spec}
+    for key, needs in (("held_out", ()), ("correlated", ("a", "b", "strength"))):
+        rules = labelled.get(key) or []
+        if not isinstance(rules, list) or not all(isinstance(r, dict) and set(needs) <= set(r) for r in rules):
+            raise PlugenInputError(f"{where}.{key} must be a list of mappings" + (f", each with {list(needs)}" if needs else "") + f", got {rules!r}")
     for combo in labelled.get("held_out") or []:
         for name, value in combo.items():
             if name not in by_name:
@@ -175,7 +186,7 @@ def check_rules(labelled: dict, spec: list[dict], where: str) -> None:
         for key in ("a", "b"):
             if by_name.get(pair[key], {}).get("kind") != "binary":
                 raise PlugenInputError(f"{where}.correlated: '{pair[key]}' is not a binary attribute")
-        if not 0 < pair["strength"] < 1:
+        if isinstance(pair["strength"], bool) or not isinstance(pair["strength"], (int, float)) or not 0 < pair["strength"] < 1:
             raise PlugenInputError(f"{where}.correlated: strength must be in (0, 1), got {pair['strength']}")
 
 

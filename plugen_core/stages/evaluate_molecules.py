@@ -14,11 +14,11 @@ import torch
 from plugen_core import chemistry, plots, pyfunc_model, tracking
 from plugen_core.datasets.labels import matches
 from plugen_core.datasets.molecules import moses_file
-from plugen_core.evaluation import check_no_leak, metric_names, summarise
+from plugen_core.evaluation import MOLECULE_SETTINGS, check_no_leak, metric_names, summarise
 from plugen_core.flow import PluGeN
 from plugen_core.io import PlugenInputError, atomic_dir, read_array, read_table, write_json
 from plugen_core.judge import PropertyJudge
-from plugen_core.molecule_evaluation import (MOLECULE_SETTINGS, quality, region_targets, score_manipulation, score_region, score_region_reconstructions,
+from plugen_core.molecule_evaluation import (quality, region_targets, score_manipulation, score_region, score_region_reconstructions,
                                             score_seen, score_targets, seen_targets)
 
 
