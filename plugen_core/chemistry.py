@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 import pandas as pd
@@ -45,10 +46,19 @@ def in_parallel(work, items: list, least: int = 64) -> list:
     workers = torch.get_num_threads()
     if workers == 1 or len(items) < least or threading.current_thread() is not threading.main_thread():
         return work(items)
+    share = math.ceil(len(items) / workers)
+    parts = [items[i : i + share] for i in range(0, len(items), share)]
+    try:
+        return [r for part in _pool(workers).map(work, parts) for r in part]
+    except BrokenProcessPool:  # a worker was killed (out of memory, a crash): a fresh pool, once, not a dead one for good
+        _pools.pop(workers).shutdown(wait=False)
+        return [r for part in _pool(workers).map(work, parts) for r in part]
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
     if workers not in _pools:
         _pools[workers] = ProcessPoolExecutor(workers)
-    share = math.ceil(len(items) / workers)
-    return [r for part in _pools[workers].map(work, [items[i : i + share] for i in range(0, len(items), share)]) for r in part]
+    return _pools[workers]
 
 
 def _canonical_chunk(smiles: list[str]) -> list[str]:

@@ -32,9 +32,15 @@ def quality(smiles: np.ndarray, known: set[str], prefix: str) -> dict[str, float
         f"{prefix}.validity": float(len(valid) / max(len(smiles), 1)),
         f"{prefix}.uniqueness": float(len(unique) / max(len(valid), 1)),
         f"{prefix}.novelty": float(len(unique - known) / max(len(unique), 1)),
-        f"{prefix}.internal_diversity": chemistry.internal_diversity(sorted(unique)[:1000]),
+        f"{prefix}.internal_diversity": chemistry.internal_diversity(sample_of(sorted(unique), 1000)),
         f"{prefix}.heavy_atoms": float(np.mean(chemistry.heavy_atoms(valid))) if len(valid) else float("nan"),
     }
+
+
+def sample_of(items: list, n: int) -> list:
+    """At most n of `items`, drawn at random with a fixed seed (the first n in sorted order would favour some
+    scaffolds: IntDiv of MOSES's test set 0.859 that way, 0.864-0.866 on random subsets)."""
+    return items if len(items) <= n else [items[i] for i in np.sort(np.random.default_rng(0).choice(len(items), n, replace=False))]
 
 
 def score_targets(pred: pd.DataFrame, smiles: np.ndarray, name: str, values: list[float], n: int, attribute, tolerance: float) -> dict[str, float]:
@@ -58,11 +64,15 @@ def score_targets(pred: pd.DataFrame, smiles: np.ndarray, name: str, values: lis
 
 
 def score_region(pred: pd.DataFrame, base: pd.DataFrame, held_out: list[dict]) -> dict[str, float]:
-    """Per held-out region: the share of generated molecules inside it (every bound at once; an invalid molecule is
-    outside) and of the backbone's prior samples (its base rate); their means and ratio."""
+    """Per held-out region: the share of the molecules generated for it inside it (every bound at once; an invalid
+    molecule is outside) and of the backbone's prior samples (its base rate); their means and ratio. `pred`: the
+    properties of what was generated for `region_targets`, the same number per region, in its order."""
+    per_region = len(pred) // len(held_out)
+    if per_region * len(held_out) != len(pred):
+        raise ValueError(f"{len(pred)} generated rows do not split evenly over {len(held_out)} held-out regions")
     out, hits, rates = {}, [], []
-    for region in held_out:
-        hits.append(float(matches(pred, region).mean()))
+    for k, region in enumerate(held_out):
+        hits.append(float(matches(pred.iloc[k * per_region : (k + 1) * per_region], region).mean()))
         rates.append(float(matches(base, region).mean()))
         out[f"generation.unseen.{combination_name(region)}.joint"] = hits[-1]
         out[f"generation.unseen.{combination_name(region)}.base_rate"] = rates[-1]

@@ -1,6 +1,7 @@
 """Molecules: RDKit's properties and judge, the SELFIES VAE, the molecule datasets, held-out regions and the molecule
 scores, each on a case whose answer is known."""
 import os
+import signal
 import threading
 
 import numpy as np
@@ -48,6 +49,14 @@ def test_work_asked_for_from_another_thread_stays_in_this_process(monkeypatch):
     thread.join()
     assert pids["request"] == {os.getpid()}
     assert os.getpid() not in set(chemistry.in_parallel(_pid_of_each, items))  # the main thread does split the work
+
+
+def test_a_pool_whose_worker_died_is_replaced(monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    items = list(range(200))
+    worker = next(iter(set(chemistry.in_parallel(_pid_of_each, items))))
+    os.kill(worker, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    assert len(chemistry.in_parallel(_pid_of_each, items)) == 200 and worker not in chemistry.in_parallel(_pid_of_each, items)
 
 
 def _pid_of_each(items: list) -> list[int]:
@@ -127,6 +136,9 @@ def test_molecule_scores_on_known_answers():
     got = score_region(pd.DataFrame({"logp": [3.5, 3.2, 1.0, np.nan]}), pd.DataFrame({"logp": [3.5, 1.0, 1.0, 1.0]}), region)
     assert (got["generation.unseen.joint"], got["generation.unseen.base_rate"], got["generation.unseen.lift"]) == pytest.approx((0.5, 0.25, 2.0))
     assert got["generation.unseen.logp:3..4.joint"] == 0.5  # a name MLflow takes: no brackets or commas
+    two = region + [{"mw": [250.0, 300.0]}]  # each region scored on the rows generated for it
+    got = score_region(pd.DataFrame({"logp": [3.5, 3.2, 1.0, 1.0], "mw": [100.0, 100.0, 260.0, 270.0]}), pd.DataFrame({"logp": [3.5], "mw": [260.0]}), two)
+    assert (got["generation.unseen.logp:3..4.joint"], got["generation.unseen.mw:250..300.joint"], got["generation.unseen.lift"]) == (1.0, 1.0, 1.0)
     rebuilt = score_region_reconstructions([pd.DataFrame({"logp": [3.5, 3.9, 1.0, np.nan]})], region, 0.25)
     assert (rebuilt["reconstructions.unseen.joint"], rebuilt["reconstructions.unseen.lift"], rebuilt["reconstructions.unseen.logp:3..4.n"]) == pytest.approx((0.5, 2.0, 4))
 
