@@ -63,6 +63,10 @@ def _pid_of_each(items: list) -> list[int]:
     return [os.getpid()] * len(items)
 
 
+def test_a_molecule_is_encoded_the_same_however_it_is_written():
+    assert chemistry.selfies_of(["O=C(NC)c1ccccc1OCC", "CCO ethanol"]) == chemistry.selfies_of(["CNC(=O)c1ccccc1OCC", "OCC"])
+
+
 def test_tanimoto_is_one_for_the_same_molecule_and_lower_for_another():
     sims = chemistry.tanimoto(["CCO", "c1ccccc1O", "CCO"], ["OCC", "c1ccccc1N", ""])
     assert sims[0] == 1.0 and 0 < sims[1] < 1 and sims[2] == 0.0
