@@ -15,7 +15,10 @@ one: --model models:/plugen-shapes-vae@champion. Bad input is one line naming it
 from __future__ import annotations
 
 import argparse
+import math
+import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -87,8 +90,8 @@ def temperature(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number >= 0 (0: every set attribute exactly at its target)")
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: a finite number >= 0 (0: every set attribute exactly at its target)")
     return value
 
 
@@ -110,23 +113,66 @@ def check_output(trained: usage.Trained, output: str | None, required: bool) -> 
     return Path(output)
 
 
-def write_samples(trained: usage.Trained, samples: np.ndarray, output: Path, requested: pd.DataFrame | None = None) -> str:
-    """Write samples as this model's output file(s) (each atomically); returns what was written, for the user."""
+def drawings_beside(table: Path) -> Path:
+    """Where the drawings of a molecule table go: a PNG of the same name."""
+    return table.with_suffix(".png")
+
+
+def sample_outputs(trained: usage.Trained, output: Path | None) -> dict[str, Path | None]:
+    """The files that writing samples to `output` makes, by what names them (for messages)."""
+    if trained.modality == "molecules" and output is not None:
+        return {"-o": output, "the drawings beside -o": drawings_beside(output)}
+    return {"-o": output}
+
+
+def check_writable(outputs: dict[str, Path | None]) -> None:
+    """Refuse, before any work, outputs that cannot be written: a folder, a folder that is missing or cannot be written
+    in, or one file named for two outputs (the second would overwrite the first)."""
+    claimed: dict[Path, str] = {}
+    for name, path in outputs.items():
+        if path is None:
+            continue
+        if path.is_dir():
+            raise PlugenInputError(f"{path}: is a folder; {name} names the file to write")
+        check_folder(path)
+        first = claimed.setdefault(path.resolve(), name)
+        if first != name:
+            raise PlugenInputError(f"{path}: both {first} and {name} would write it; give each its own file")
+
+
+def check_folder(path: Path) -> None:
+    folder = path.parent
+    if not folder.is_dir():
+        raise PlugenInputError(f"{path}: folder {folder} does not exist")
+    try:  # a probe, not os.access: root passes every permission check, even in a read-only mount or /proc
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise PlugenInputError(f"{path}: cannot write in folder {folder} ({e.strerror})") from e
+
+
+Writers = dict[Path, Callable[[Path], object]]  # io.write_together's: each fills a temporary file for its path
+
+
+def csv_writer(table: pd.DataFrame) -> Callable[[Path], object]:
+    return lambda tmp: table.to_csv(tmp, index=False)
+
+
+def sample_files(trained: usage.Trained, samples: np.ndarray, output: Path, requested: pd.DataFrame | None = None) -> tuple[Writers, str]:
+    """Samples as this model's output file(s), to write with io.write_together, and what they hold, for the user."""
     if trained.modality == "images":
-        with io.atomic_path(output) as tmp:
-            tmp.write_bytes(png_bytes(tile(samples, min(GRID_COLUMNS, len(samples)), GRID_ZOOM, GRID_GAP)))
-        return f"{output} ({len(samples)} images)"
+        png = png_bytes(tile(samples, min(GRID_COLUMNS, len(samples)), GRID_ZOOM, GRID_GAP))
+        return {output: lambda tmp: tmp.write_bytes(png)}, f"{output} ({len(samples)} images)"
     if trained.modality == "vectors":
         table = pd.DataFrame(samples).add_prefix("x")
-        io.write_table(table if requested is None else requested.join(table), output)
-        return f"{output} ({len(samples)} vectors)"
+        return {output: csv_writer(table if requested is None else requested.join(table))}, f"{output} ({len(samples)} vectors)"
     from plugen_core.chemistry import draw_grid
 
     table = usage.molecule_table(samples, requested)
-    grid = output.with_suffix(".png")
-    draw_grid(samples, usage.legends(table), MOLECULES_PER_ROW, grid, f"{trained.name}: {output.name}")
-    io.write_table(table, output)
-    return f"{output} ({len(samples)} molecules, {int((table['smiles'] != '').sum())} valid) and {grid}"
+    grid = drawings_beside(output)
+    files = {output: csv_writer(table),
+             grid: lambda tmp: draw_grid(samples, usage.legends(table), MOLECULES_PER_ROW, tmp, f"{trained.name}: {output.name}")}
+    return files, f"{output} ({len(samples)} molecules, {int((table['smiles'] != '').sum())} valid) and {grid}"
 
 
 def describe(settings: dict) -> str:
@@ -137,11 +183,16 @@ def generate_command(args: argparse.Namespace) -> None:
     trained = usage.load(args.experiment, args.model, args.params)
     settings = usage.parse_settings(args.set, trained.schema, args.extrapolate)
     output = check_output(trained, args.output, required=True)
+    latents = Path(args.save_latents) if args.save_latents else None
+    check_writable(sample_outputs(trained, output) | {"--save-latents": latents})
     samples, drawn, w = usage.generate(trained, settings, args.n, args.temperature, args.seed)
-    print(f"wrote {write_samples(trained, samples, output, drawn)}: {describe(settings)}; other attributes drawn from their marginals")
-    if args.save_latents:
-        io.write_array(w.numpy(), args.save_latents)
-        print(f"wrote {args.save_latents} ({tuple(w.shape)} latents)")
+    files, written = sample_files(trained, samples, output, drawn)
+    if latents:
+        files[latents] = lambda tmp: io.save_npy(w.numpy(), tmp)
+    io.write_together(files)
+    print(f"wrote {written}: {describe(settings)}; other attributes drawn from their marginals")
+    if latents:
+        print(f"wrote {latents} ({tuple(w.shape)} latents)")
 
 
 def source_latents(trained: usage.Trained, args: argparse.Namespace) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -158,6 +209,7 @@ def edit_command(args: argparse.Namespace) -> None:
     if not settings:
         raise PlugenInputError("nothing to edit: set at least one attribute, e.g. --set " + f"{trained.schema.names[0]}=...")
     output = check_output(trained, args.output, required=trained.modality != "molecules")
+    check_writable(sample_outputs(trained, output))
     w, source = source_latents(trained, args)
     edited = usage.edit(trained, w, settings)
     if trained.modality == "molecules":  # a molecule is read as text: show the edit under its source, both measured
@@ -165,13 +217,16 @@ def edit_command(args: argparse.Namespace) -> None:
         table = usage.molecule_table(np.array(sources + list(edited)))
         print(table.round(3).assign(row=["input"] * len(sources) + ["edited"] * len(edited)).to_string(index=False))
     if output is not None:
-        print(f"wrote {write_samples(trained, edited, output)}: {describe(settings)}")
+        files, written = sample_files(trained, edited, output)
+        io.write_together(files)
+        print(f"wrote {written}: {describe(settings)}")
 
 
 def classify_command(args: argparse.Namespace) -> None:
     trained = usage.load(args.experiment, args.model, args.params)
     if args.output and Path(args.output).suffix.lower() != ".csv":
         raise PlugenInputError(f"{args.output}: the read-out is a table; name it *.csv")
+    check_writable({"-o": Path(args.output) if args.output else None})
     w, _ = source_latents(trained, args)
     table = usage.classify(trained, w)
     print(table.round(3).to_string(index=False))

@@ -35,11 +35,28 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.is_file():
         raise PlugenInputError(f"{path}: params file not found")
-    with path.open() as f:
-        params = yaml.load(f, Loader=_ParamsLoader) or {}
+    try:
+        with path.open() as f:
+            params = yaml.load(f, Loader=_ParamsLoader) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise PlugenInputError(f"{path}: not valid YAML ({yaml_problem(e)})") from e
     if not isinstance(params, dict):
         raise PlugenInputError(f"{path}: expected a mapping of sections, got {type(params).__name__}")
     return params
+
+
+def yaml_problem(error: Exception) -> str:
+    """A YAML error in one line: what is wrong and where (its own text spreads the context over four lines)."""
+    mark = getattr(error, "problem_mark", None)
+    if mark is None:
+        return first_line(error)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {error.problem}"
+
+
+def first_line(error: Exception) -> str:
+    """An exception's message cut to its first line (torch's and MLflow's run to paragraphs of advice)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def section(params: dict, name: str) -> dict:
@@ -131,7 +148,7 @@ def read_json(path: str | Path) -> Any:
 
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        if Path(path).suffix == ".csv":
+        if Path(path).suffix.lower() == ".csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
@@ -140,23 +157,35 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
 def read_table(path: str | Path) -> pd.DataFrame:
     path = require_file(path, "table")
     try:
-        if path.suffix == ".csv":
+        if path.suffix.lower() == ".csv":
             return pd.read_csv(path)
         return pd.read_parquet(path)
     except Exception as e:  # pandas/pyarrow raise many types for a broken file
         raise PlugenInputError(f"{path}: cannot read table ({e})") from e
 
 
+def write_together(writers: dict[Path, Callable[[Path], object]]) -> None:
+    """Write several files so that a failure leaves none of them: each writer fills a temporary file beside its path,
+    and all are renamed into place only once every one is written."""
+    with contextlib.ExitStack() as stack:
+        for path, write in writers.items():
+            write(stack.enter_context(atomic_path(path)))
+
+
+def save_npy(array: np.ndarray, path: Path) -> None:
+    with path.open("wb") as f:  # a file object: np.save would add ".npy" to the name of a temporary file
+        np.save(f, array)
+
+
 def write_array(array: np.ndarray, path: str | Path) -> None:
     with atomic_path(path) as tmp:
-        with tmp.open("wb") as f:
-            np.save(f, array)
+        save_npy(array, tmp)
 
 
 def read_array(path: str | Path) -> np.ndarray:
     path = require_file(path, "array")
     try:
-        if path.suffix == ".pt":
+        if path.suffix.lower() == ".pt":
             return torch.load(path, map_location="cpu", weights_only=True).numpy()
         return np.load(path, allow_pickle=False)
     except Exception as e:
@@ -175,7 +204,7 @@ def load_checkpoint(path: str | Path, required_keys: tuple[str, ...] = ()) -> di
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        raise PlugenInputError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from e
+        raise PlugenInputError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {first_line(e)})") from e
     if not isinstance(ckpt, dict):
         raise PlugenInputError(f"{path}: checkpoint must hold a dict, got {type(ckpt).__name__}")
     missing = [k for k in required_keys if k not in ckpt]

@@ -20,13 +20,14 @@ import torch
 from plugen_core import config
 from plugen_core.backbones import Backbone, load_backbone
 from plugen_core.flow import PluGeN
-from plugen_core.io import PlugenInputError, load_params, read_array
+from plugen_core.io import PlugenInputError, first_line, load_params, read_array
 from plugen_core.layout import Layout
 from plugen_core.samples import is_image, is_text
 from plugen_core.schema import Schema
 
 BINARY = {"0": 0, "1": 1, "false": 0, "true": 1, "no": 0, "yes": 1}
 MEASURED = "rdkit."  # the prefix of a molecule table's columns that RDKit computed from the SMILES
+MAX_SEED = 2**63 - 1  # torch's generators take a 64-bit seed
 
 
 @dataclass
@@ -60,9 +61,10 @@ def from_pipeline(experiment: str, params_path: str | Path = "params.yaml") -> T
         if not path.is_file():
             raise PlugenInputError(f"{path}: experiment '{experiment}' has no trained {stage} output here; "
                                    f"run `dvc repro {stage}@{experiment}` first")
+    plugin, backbone = PluGeN.load(layout.plugen), load_backbone(layout.backbone, cfg["backbone"])
+    check_latent_sizes(plugin, backbone, str(layout.plugen), str(layout.backbone))
     evaluate = cfg["evaluate"]
-    return Trained(experiment, PluGeN.load(layout.plugen), load_backbone(layout.backbone, cfg["backbone"]),
-                   evaluate.get("temperature", 1.0), evaluate.get("style_temperature", 1.0))
+    return Trained(experiment, plugin, backbone, evaluate.get("temperature", 1.0), evaluate.get("style_temperature", 1.0))
 
 
 def from_registry(uri: str, params_path: str | Path = "params.yaml") -> Trained:
@@ -76,11 +78,18 @@ def from_registry(uri: str, params_path: str | Path = "params.yaml") -> Trained:
     try:
         model = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PlugenInputError(f"{uri}: no such model in the MLflow store {mlflow.get_tracking_uri()} ({reason})") from e
+        raise PlugenInputError(f"{uri}: no such model in the MLflow store {mlflow.get_tracking_uri()} ({first_line(e)})") from e
     defaults = {p.name: p.default for p in model.metadata.get_params_schema().params}
     loaded = model.unwrap_python_model()
+    check_latent_sizes(loaded.plugin, loaded.backbone, f"{uri}: its plugin", "its backbone")
     return Trained(uri, loaded.plugin, loaded.backbone, defaults["temperature"], defaults["style_temperature"])
+
+
+def check_latent_sizes(plugin: PluGeN, backbone: Backbone, plugin_name: str, backbone_name: str) -> None:
+    """Refuse a plugin trained on the latents of another backbone (it would fail at its first matrix product)."""
+    if plugin.config["dim"] != backbone.latent_dim:
+        raise PlugenInputError(f"{plugin_name} reads latents of size {plugin.config['dim']} but {backbone_name} makes latents of size "
+                               f"{backbone.latent_dim}: the two were not trained together")
 
 
 def open_store(params: dict):
@@ -143,7 +152,11 @@ def parse_settings(pairs: list[str], schema: Schema, extrapolate: bool = False) 
 
 
 def generator_of(seed: int | None) -> torch.Generator | None:
-    return torch.Generator().manual_seed(seed) if seed is not None else None
+    if seed is None:
+        return None
+    if not 0 <= seed <= MAX_SEED:
+        raise PlugenInputError(f"seed {seed}: a whole number from 0 to {MAX_SEED}")
+    return torch.Generator().manual_seed(seed)
 
 
 def generate(
@@ -186,6 +199,8 @@ def read_image(trained: Trained, data, where: str) -> np.ndarray:
     try:
         with Image.open(BytesIO(data) if isinstance(data, bytes) else data) as image:
             image = image.convert("RGB" if channels == 3 else "L").resize((width, height), Image.Resampling.BOX)
+    except Image.DecompressionBombError as e:  # PIL refuses to decode an image this large: it may be a memory bomb
+        raise PlugenInputError(f"{where}: image too large to read ({e})") from e
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise PlugenInputError(f"{where}: not a readable image ({type(e).__name__}: {e})") from e
     return np.array(image, dtype=np.uint8).reshape(1, height, width, channels)  # a copy torch may write to
@@ -214,13 +229,20 @@ def read_input(trained: Trained, text: str) -> np.ndarray:
 
 
 def read_latents(trained: Trained, path: str | Path) -> torch.Tensor:
-    """Latents saved by `plugen generate --save-latents` (a .npy of (N, dim) or (dim,) floats)."""
+    """Latents saved by `plugen generate --save-latents` (a .npy of (N, dim) or (dim,) floats), at least one row, all
+    finite."""
     latents = read_array(path)
     dim = trained.backbone.latent_dim
     if latents.ndim not in (1, 2) or latents.shape[-1] != dim or not np.issubdtype(latents.dtype, np.floating):
         raise PlugenInputError(f"{path}: expected floating latents of shape (N, {dim}) for {trained.name}, "
                                f"got {latents.dtype} {latents.shape}")
-    return torch.from_numpy(latents.reshape(-1, dim).astype(np.float32))
+    rows = latents.reshape(-1, dim)
+    if len(rows) == 0:
+        raise PlugenInputError(f"{path}: holds no latents (shape {latents.shape}); expected at least one row")
+    not_finite = ~np.isfinite(rows).all(axis=1)
+    if not_finite.any():
+        raise PlugenInputError(f"{path}: row {int(not_finite.argmax())} (counting from 0) holds NaN or infinity; latents must be finite")
+    return torch.from_numpy(rows.astype(np.float32))
 
 
 def molecule_table(smiles: np.ndarray, requested: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -2,20 +2,25 @@
 the judge sees what was asked for (an untrained flow does not), and every bad input is one line, exit code 2, no file."""
 import re
 import shlex
+import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 from PIL import Image
 
-from plugen_core import chemistry, tracking
+from plugen_core import chemistry, demo, io, tracking, usage
 from plugen_core.cli import GRID_GAP, GRID_ZOOM, main
-from tests.trained_plugin import REQUEST, joint_agreement, shapes_judge, shapes_plugin, shared_moses_plugin, shared_shapes_plugin
-
+from plugen_core.flow import PluGeN
+from tests.trained_plugin import (FLOW, REQUEST, joint_agreement, moses_plugin, shapes_judge, shapes_plugin, shared_moses_plugin,
+                                  shared_shapes_plugin)
 
 
 @pytest.fixture(scope="module")
@@ -112,20 +117,110 @@ BAD_INPUTS = {  # the command after `plugen` (E: the experiment) -> what its one
     "latents of another size": ("classify E --latent short.npy", "short.npy: expected floating latents of shape (N, 32)"),
     "a smiles for an image model": ("classify E --input CCO", "CCO: image file not found"),
     "a model not trained here": ("generate E --params ../params.yaml -o x.png", "models/shapes-vae/backbone.pt: experiment 'shapes-vae' has no"),
+    "params not YAML": ("generate E --params bad.yaml -o x.png", "bad.yaml: not valid YAML (line 2, column 5: expected ',' or ']'"),
+    "infinite temperature": ("generate E --temperature inf -o x.png", "argument --temperature: 'inf': a finite number >= 0"),
+    "seed past 64 bits": ("generate E --seed 99999999999999999999999 -o x.png", "seed 99999999999999999999999: a whole number from 0 to"),
+    "negative seed": ("generate E --seed -1 -o x.png", "seed -1: a whole number from 0 to 9223372036854775807"),
+    "latents with NaN": ("edit E --latent nan.npy --set colour=red -o x.png", "nan.npy: row 1 (counting from 0) holds NaN or infinity"),
+    "latents with inf": ("classify E --latent inf.npy -o x.csv", "inf.npy: row 2 (counting from 0) holds NaN or infinity"),
+    "no latents to edit": ("edit E --latent empty.npy --set colour=red -o x.png", "empty.npy: holds no latents (shape (0, 32))"),
+    "no latents to classify": ("classify E --latent empty.npy", "empty.npy: holds no latents"),
+    "an image too large": ("classify E --input huge.png", "huge.png: image too large to read"),
+    "output is a folder": ("generate E -o taken.png", "taken.png: is a folder; -o names the file to write"),
+    "output in a missing folder": ("generate E -o nowhere/x.png", "nowhere/x.png: folder nowhere does not exist"),
+    "output where nothing is written": ("generate E -o /proc/x.png", "/proc/x.png: cannot write in folder /proc"),
+    "latents where nothing is written": ("generate E -o x.png --save-latents /proc/w.npy", "/proc/w.npy: cannot write in folder /proc"),
+    "latents over the image": ("generate E -o x.png --save-latents ./x.png", "x.png: both -o and --save-latents would write it"),
+    "read-out where nothing is written": ("classify E --latent inf.npy -o /proc/x.csv", "/proc/x.csv: cannot write in folder /proc"),
 }
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares its size and holds no pixels: PIL reads the size when it opens the file."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def latents_with(row: int, value: float) -> np.ndarray:
+    latents = np.zeros((3, 32), np.float32)
+    latents[row, 5] = value
+    return latents
+
+
+def write_bad_inputs(where: Path) -> None:
+    """The files BAD_INPUTS names."""
+    (where / "broken.png").write_bytes(b"not a png at all")
+    (where / "huge.png").write_bytes(png_header(30_000, 30_000))  # 900 Mpixels: past PIL's guard against decompression bombs
+    (where / "bad.yaml").write_text("experiments: [shapes-vae\nflow: {}\n")
+    (where / "taken.png").mkdir(exist_ok=True)
+    np.save(where / "short.npy", np.zeros((2, 8), np.float32))
+    np.save(where / "empty.npy", np.zeros((0, 32), np.float32))
+    np.save(where / "nan.npy", latents_with(1, np.nan))
+    np.save(where / "inf.npy", latents_with(2, np.inf))
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)
 def test_bad_input_is_one_line_exit_2_and_no_file(case, plugen, shapes):
     command, message = BAD_INPUTS[case]
-    (shapes / "broken.png").write_bytes(b"not a png at all")
-    np.save(shapes / "short.npy", np.zeros((2, 8), np.float32))
+    write_bad_inputs(shapes)
     where = shapes / "elsewhere" if "../params.yaml" in command else shapes  # a folder the pipeline never ran in
     where.mkdir(exist_ok=True)
     code, out, err = plugen(where, command.replace(" E ", " --experiment shapes-vae "))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and message in err, err
     assert not list(where.glob("x.*")) and not list(where.glob(".x.*"))  # no output, nor a temporary file left behind
+
+
+def copy_of_model(shapes: Path, to: Path) -> Path:
+    """A workspace of its own with the shared one's params and models, to break."""
+    shutil.copy(shapes / "params.yaml", to)
+    shutil.copytree(shapes / "models", to / "models")
+    return to / "models/shapes-vae/plugen.pt"
+
+
+def test_a_plugin_of_another_backbone_is_named_with_both_sizes(plugen, shapes, tmp_path):
+    plugin = copy_of_model(shapes, tmp_path)
+    schema = PluGeN.load(plugin).schema
+    PluGeN.create(schema, 16, np.zeros((0, schema.n_coords), np.float32), sigma=0.7, **FLOW).save(plugin)
+    code, _, err = plugen(tmp_path, "generate --experiment shapes-vae -n 1 -o x.png")
+    assert code == 2 and err.count("\n") == 1, err
+    assert ("error: models/shapes-vae/plugen.pt reads latents of size 16 but models/shapes-vae/backbone.pt makes latents of size 32"
+            in err)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_garbage_checkpoint_is_one_short_line(plugen, shapes, tmp_path):
+    copy_of_model(shapes, tmp_path).write_bytes(b"\x80\x02garbage, not a checkpoint" * 20)
+    code, _, err = plugen(tmp_path, "generate --experiment shapes-vae -o x.png")
+    assert code == 2 and err.count("\n") == 1 and "plugen.pt: corrupt or unreadable checkpoint (UnpicklingError" in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_an_uppercase_csv_is_written_as_csv(plugen, shapes, tmp_path):
+    np.save(tmp_path / "w.npy", np.zeros((2, 32), np.float32))
+    code, _, err = plugen(shapes, f"classify --experiment shapes-vae --latent {tmp_path}/w.npy -o {tmp_path}/read.CSV")
+    assert code == 0, err
+    assert (tmp_path / "read.CSV").read_text().startswith("shape,") and len(io.read_table(tmp_path / "read.CSV")) == 2
+
+
+def test_files_written_together_appear_all_or_none(tmp_path):
+    def fail(tmp: Path) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        io.write_together({tmp_path / "a.png": lambda tmp: tmp.write_bytes(b"a"), tmp_path / "b.npy": fail})
+    assert list(tmp_path.iterdir()) == []  # nor a temporary file
+    io.write_together({tmp_path / "a.png": lambda tmp: tmp.write_bytes(b"a"), tmp_path / "b.npy": lambda tmp: tmp.write_bytes(b"b")})
+    assert (tmp_path / "a.png").read_bytes() == b"a" and (tmp_path / "b.npy").read_bytes() == b"b"
+
+
+def test_the_demo_answers_a_seed_past_64_bits_with_400(shapes, monkeypatch):
+    monkeypatch.chdir(shapes)
+    client = TestClient(demo.create_app(demo.Models({"shapes-vae": lambda: usage.from_pipeline("shapes-vae")})))
+    answer = client.post("/api/generate", json={"model": "shapes-vae", "n": 1, "seed": 2**70})
+    assert answer.status_code == 400 and answer.json()["detail"] == f"seed {2**70}: a whole number from 0 to {2**63 - 1}"
 
 
 def test_a_registered_model_without_a_store_is_named(plugen, shapes, tmp_path):
@@ -170,6 +265,24 @@ def test_the_registered_model_generates_for_empty_rows_and_feeds_the_command(plu
 @pytest.fixture(scope="module")
 def moses(tmp_path_factory) -> Path:
     return shared_moses_plugin(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def untrained_moses(tmp_path_factory) -> Path:
+    return moses_plugin(tmp_path_factory.mktemp("untrained-moses"), epochs=0, n=100)
+
+
+def test_molecule_outputs_are_checked_before_any_is_written(plugen, untrained_moses, tmp_path):
+    generate = "generate --experiment moses-vae -n 2 --seed 0"
+    (tmp_path / "taken.csv").mkdir()
+    code, _, err = plugen(untrained_moses, f"{generate} -o {tmp_path}/taken.csv")
+    assert code == 2 and "taken.csv: is a folder" in err and not (tmp_path / "taken.png").exists()
+    code, _, err = plugen(untrained_moses, f"{generate} -o {tmp_path}/m.csv --save-latents {tmp_path}/m.png")
+    assert code == 2 and "m.png: both the drawings beside -o and --save-latents would write it" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken.csv"]
+    code, _, err = plugen(untrained_moses, f"{generate} -o {tmp_path}/UP.CSV")
+    assert code == 0, err
+    assert (tmp_path / "UP.CSV").read_text().startswith("smiles,") and (tmp_path / "UP.png").is_file()
 
 
 @pytest.mark.slow
