@@ -11,6 +11,7 @@ repro reports/dvc.yaml` draws it, seed-averaged, in reports/benchmark.md.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from pathlib import Path
@@ -81,15 +82,25 @@ def label_efficiency(
     return table
 
 
+def whole_numbers(text: str) -> list[int]:
+    """`100,200,400` as [100, 200, 400]; anything else is a usage error naming the value (argparse exits 2)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated whole numbers >= 0, e.g. 100,200,400")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = cli_parser("flows.label_efficiency", __doc__, targets=False)  # it runs evaluate@ and baselines@ of --experiment
     ap.add_argument("--experiment", default="shapes-vae", help="an experiment of params.yaml (default: shapes-vae)")
-    ap.add_argument("--sizes", default="100,200,400,800,1600", help="labelled-set sizes (default: 100,200,400,800,1600)")
-    ap.add_argument("--seeds", default="0,1", help="seeds each size runs with (default: 0,1)")
+    ap.add_argument("--sizes", type=whole_numbers, default="100,200,400,800,1600", help="labelled-set sizes (default: 100,200,400,800,1600)")
+    ap.add_argument("--seeds", type=whole_numbers, default="0,1", help="seeds each size runs with (default: 0,1)")
     ap.add_argument("--jobs", type=int, default=2, help="experiments at once (default: 2)")
     args = vars(ap.parse_args(argv))
     args["overrides"] = dict(args.pop("set"))
-    args["sizes"], args["seeds"] = ([int(v) for v in args[k].split(",")] for k in ("sizes", "seeds"))
     return exit_code(label_efficiency(**args, return_state=True))
 
 

@@ -147,6 +147,8 @@ def parse_settings(pairs: list[str], schema: Schema, extrapolate: bool = False) 
         name, sep, value = (part.strip() for part in pair.partition("="))
         if not sep or not name or not value:
             raise PlugenInputError(f"--set {pair!r}: expected attribute=value, e.g. {schema.names[0]}=...")
+        if name in settings:
+            raise PlugenInputError(f"--set {pair!r}: {name} is set twice; set each attribute once")
         settings[name] = attribute_value(schema, name, value, extrapolate)
     return settings
 

@@ -108,6 +108,7 @@ BAD_INPUTS = {  # the command after `plugen` (E: the experiment) -> what its one
     "not a number": ("generate E --set size=big -o x.png", "size=big: 'size' takes a number"),
     "binary value": ("generate E --set hollow=2 -o x.png", "hollow=2: 'hollow' is binary: 0 or 1"),
     "no value": ("generate E --set colour -o x.png", "expected attribute=value"),
+    "set twice": ("generate E --set colour=red --set colour=blue -o x.png", "colour is set twice; set each attribute once"),
     "no samples": ("generate E -n 0 -o x.png", "argument -n: '0': a whole number from 1 to 1024"),
     "wrong output type": ("generate E -o x.csv", "x.csv: shapes-vae writes images as a .png file"),
     "no output": ("generate E -n 4", "name the output file with -o"),

@@ -149,3 +149,11 @@ def test_label_efficiency_reads_each_method_from_a_sweeps_table():
     assert rows["generation.seen.joint"].isna().all() and rows["unlabelled"].all()
     alone = long_table(table, "shapes-vae", size, unlabelled=False, baselines=False)
     assert list(alone["method"]) == ["plugen", "plugen"] and not alone["unlabelled"].any()
+
+
+def test_label_efficiency_refuses_a_size_that_is_not_a_number(capsys):
+    from flows.label_efficiency import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--sizes", "100,abc"])
+    assert exit.value.code == 2 and "'100,abc': comma-separated whole numbers >= 0" in capsys.readouterr().err
