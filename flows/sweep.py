@@ -29,13 +29,14 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.pipeline import GPU_TAG, Device, cli_parser, exit_code, key_value, param_overrides, read_stages, run_dvc, set_param_args
+from plugen_core import threads
 
 
 @task(task_run_name="{name}", cache_policy=NO_CACHE)
 def run_experiment(repo: str, name: str, overrides: dict[str, Any], targets: list[str], cpu_share: int) -> None:
     # Experiments side by side split the CPU cores: torch threads spinning on all of them each run several times slower.
-    threads = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(cpu_share)}
-    run_dvc(["exp", "run", "--temp", "--name", name, *(f"--set-param={arg}" for arg in set_param_args(overrides)), *targets], repo, threads)
+    share = {} if "OMP_NUM_THREADS" in os.environ else {"OMP_NUM_THREADS": str(cpu_share)}
+    run_dvc(["exp", "run", "--temp", "--name", name, *(f"--set-param={arg}" for arg in set_param_args(overrides)), *targets], repo, share)
 
 
 def compare(repo: str, names: list[str], swept: list[str]) -> pd.DataFrame:
@@ -90,7 +91,7 @@ def sweep(
     gpu = any(stage.gpu for stage in read_stages(root, targets))  # also refuses an unknown target, before any run
     step = run_experiment.with_options(tags=[GPU_TAG] if gpu else [], retries=retries, retry_delay_seconds=retry_delay_s)
 
-    cpu_share = max(1, (os.cpu_count() or 1) // jobs)
+    cpu_share = max(1, threads.cores_allowed() // min(jobs, len(points)))  # the cores this process may use, not the host's
     with ThreadPoolTaskRunner(max_workers=jobs) as runner:
         futures = {name: runner.submit(step, {"repo": root, "name": name, "overrides": point, "targets": targets or [], "cpu_share": cpu_share}) for name, point in points.items()}
         wait(list(futures.values()))

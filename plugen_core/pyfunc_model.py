@@ -139,8 +139,9 @@ def log_and_register(run_id: str, plugen_path: str | Path, backbone_path: str | 
 
 def promote_if_better(client, name: str, version: str, metrics: dict, metric: str, direction: str) -> str | None:
     """Point the `champion` alias at the best of all versions of `name` on `metric` (read from the versions' tags;
-    a missing or NaN value ranks last, a tie goes to the older version). Recomputed from every version each time, so
-    promotions running at once, in any order, end on the best one. `version` is the one just registered, which the
+    a missing or NaN value ranks last, a tie goes to the older version). Recomputed from every version each time, and
+    checked again after the write (a better version promoted meanwhile, whose alias this write may have replaced, is
+    put back), so promotions running at once, in any order, end on the best one. `version` is the one just registered, which the
     search must see. Returns the champion's version (None while no version has a value)."""
     if metric not in metrics:
         raise PlugenInputError(f"tracking.primary_metric '{metric}' is not an evaluation metric; e.g. {sorted(metrics)[:5]}")
@@ -149,19 +150,25 @@ def promote_if_better(client, name: str, version: str, metrics: dict, metric: st
     def score(value) -> float:
         return -math.inf if value is None or math.isnan(float(value)) else sign * float(value)
 
-    for attempt in range(3):
+    def best_version():
         versions = client.search_model_versions(f"name = '{name}'")
         if str(version) not in {str(v.version) for v in versions}:
             raise PlugenInputError(f"model registry: version {version} of '{name}' is not listed; cannot rank it")
         best = max(versions, key=lambda v: (score(v.tags.get(metric)), -int(v.version)))
-        if score(best.tags.get(metric)) == -math.inf:
-            return None
+        return None if score(best.tags.get(metric)) == -math.inf else str(best.version)
+
+    failures = 0
+    while (best := best_version()) is not None:
         try:
-            client.set_registered_model_alias(name, CHAMPION, best.version)
-            return str(best.version)
+            client.set_registered_model_alias(name, CHAMPION, best)
         except MlflowException:  # a SQLite store refuses a second promoter creating the alias at the same moment
-            if attempt == 2:
+            failures += 1
+            if failures == 3:
                 raise
+            continue
+        if best_version() == best:  # a better version registered and promoted while this one wrote would be seen here
+            return best
+    return None
 
 
 mlflow.models.set_model(PluGeNModel())  # the model this file defines when MLflow loads it as code

@@ -42,8 +42,8 @@ def resolve(setting: int | str = "auto") -> int:
     OMP_NUM_THREADS in the environment wins over `auto`: whatever runs stages side by side (the Prefect sweep, a
     user's `dvc queue`) sets it to its share of the cores."""
     if setting == "auto":
-        if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-            return max(1, int(os.environ["OMP_NUM_THREADS"]))
+        if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # capped: more threads than cores only contend
+            return max(1, min(cores_allowed(), int(os.environ["OMP_NUM_THREADS"])))
         idle = cores_idle(os.sched_getaffinity(0))
         return max(1, min(cores_allowed(), round(idle)))
     if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:

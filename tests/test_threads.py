@@ -30,6 +30,8 @@ def test_a_runners_share_wins_over_auto(two_cores, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert threads.resolve("auto") == 1
     assert threads.resolve(2) == 2  # an explicit count is the user's
+    monkeypatch.setenv("OMP_NUM_THREADS", "32")  # a runner that counted the host's cores, not this process's
+    assert threads.resolve("auto") == 2
 
 
 @pytest.mark.parametrize("bad", [0, -1, "many", 1.5, True])

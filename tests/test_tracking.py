@@ -184,3 +184,29 @@ def test_a_run_left_running_by_a_killed_evaluate_is_ended_by_the_next_one(params
     with tracking.pipeline_run("evaluate", params):
         pass
     assert [status(store, r) for r in (killed, alive, elsewhere)] == ["KILLED", "RUNNING", "RUNNING"]
+
+
+def test_a_promotion_written_late_does_not_undo_a_better_one(store, tmp_path):
+    """Evaluation A ranks the versions, then evaluation B registers a better version and promotes it before A's alias
+    write lands: A must not leave the champion on its stale pick."""
+    client = MlflowClient(store)
+    name = "plugen-late-promotion"
+    client.create_registered_model(name)
+    first = client.create_model_version(name, tmp_path.as_uri(), tags={"acc": "0.5"}).version
+
+    class SlowWriter:  # A's client: B runs whole between A's ranking and A's write
+        def __init__(self):
+            self.raced = False
+
+        def __getattr__(self, attr):
+            return getattr(client, attr)
+
+        def set_registered_model_alias(self, *args):
+            if not self.raced:
+                self.raced = True
+                better = client.create_model_version(name, tmp_path.as_uri(), tags={"acc": "0.9"}).version
+                assert promote_if_better(client, name, better, {"acc": 0.9}, "acc", "max") == str(better)
+            client.set_registered_model_alias(*args)
+
+    assert promote_if_better(SlowWriter(), name, first, {"acc": 0.5}, "acc", "max") == "2"
+    assert client.get_model_version_by_alias(name, "champion").tags["acc"] == "0.9"
