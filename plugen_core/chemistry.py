@@ -48,11 +48,13 @@ def in_parallel(work, items: list, least: int = 64) -> list:
         return work(items)
     share = math.ceil(len(items) / workers)
     parts = [items[i : i + share] for i in range(0, len(items), share)]
-    try:
-        return [r for part in _pool(workers).map(work, parts) for r in part]
-    except BrokenProcessPool:  # a worker was killed (out of memory, a crash): a fresh pool, once, not a dead one for good
-        _pools.pop(workers).shutdown(wait=False)
-        return [r for part in _pool(workers).map(work, parts) for r in part]
+    for fresh in (False, True):
+        try:
+            return [r for part in _pool(workers).map(work, parts) for r in part]
+        except BrokenProcessPool:  # a worker was killed (out of memory, a crash): a fresh pool, once, not a dead one for good
+            if fresh:
+                raise
+            _pools.pop(workers).shutdown(wait=False)
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:

@@ -109,7 +109,7 @@ def split_fraction(v) -> str | None:
 
 
 def interval(v) -> str | None:
-    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(x) and math.isfinite(x) for x in v) and v[0] < v[1]
+    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(x) for x in v) and v[0] < v[1]
     return None if ok else "[low, high] with low < high"
 
 
@@ -152,9 +152,7 @@ def check(where: str, values: dict, rules: dict[str, Callable], optional: tuple[
     if not isinstance(values, dict):
         raise PlugenInputError(f"params: {where or 'the file'} must be a mapping, got {values!r}")
     at = (lambda key: f"{where}.{key}") if where else str
-    for key in sorted(set(values) - set(rules)):
-        close = difflib.get_close_matches(key, rules, n=1)
-        raise PlugenInputError(f"params: {at(key)} is not a setting" + (f"; did you mean '{close[0]}'?" if close else f" (known: {sorted(rules)})"))
+    refuse_unknown(where, values, list(rules))
     for key, rule in rules.items():
         if key not in values:
             if key in optional:
@@ -163,6 +161,15 @@ def check(where: str, values: dict, rules: dict[str, Callable], optional: tuple[
         expected = rule(values[key])
         if expected:
             raise PlugenInputError(f"params: {at(key)} must be {expected}, got {values[key]!r}")
+
+
+def refuse_unknown(where: str, values: dict, known: list[str]) -> None:
+    """A key of `values` not in `known` is a typo (it would be ignored and its default used): refused, naming the
+    closest known key."""
+    for key in sorted(set(values) - set(known)):
+        close = difflib.get_close_matches(key, known, n=1)
+        raise PlugenInputError(f"params: {f'{where}.{key}' if where else key} is not a setting"
+                               + (f"; did you mean '{close[0]}'?" if close else f" (known: {sorted(known)})"))
 
 
 def check_name(kind: str, name) -> None:

@@ -1,7 +1,6 @@
 """Evaluation protocol of PLUGEN.md: judge agreement, seen/unseen generation, manipulation, FID/KID."""
 from __future__ import annotations
 
-import difflib
 import math
 
 import numpy as np
@@ -9,6 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from plugen_core.config import refuse_unknown
 from plugen_core.images import from_uint8
 from plugen_core.datasets.labels import is_interval, matches, partial_matches
 from plugen_core.io import PlugenInputError, inference_batch
@@ -58,10 +58,7 @@ MOLECULE_SETTINGS = ("targets", "n_per_target", "edit_steps")  # what a molecule
 def check_settings(ev: dict) -> None:
     """Refuse an unknown (a typo would leave its default in place), missing, mistyped or out-of-range `evaluate`
     setting before any work, naming the key."""
-    known = [key for key, *_ in SETTINGS] + ["inception_weights", *MOLECULE_SETTINGS]
-    for key in sorted(set(ev) - set(known)):
-        close = difflib.get_close_matches(key, known, n=1)
-        raise PlugenInputError(f"params: evaluate.{key} is not a setting" + (f"; did you mean '{close[0]}'?" if close else f" (known: {sorted(known)})"))
+    refuse_unknown("evaluate", ev, [key for key, *_ in SETTINGS] + ["inception_weights", *MOLECULE_SETTINGS])
     for key, kind, ok, demand in SETTINGS:
         value = ev.get(key)
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not math.isfinite(value):

@@ -141,8 +141,8 @@ def promote_if_better(client, name: str, version: str, metrics: dict, metric: st
     """Point the `champion` alias at the best of all versions of `name` on `metric` (read from the versions' tags;
     a missing or NaN value ranks last, a tie goes to the older version). Recomputed from every version each time, and
     checked again after the write (a better version promoted meanwhile, whose alias this write may have replaced, is
-    put back), so promotions running at once, in any order, end on the best one. `version` is the one just registered, which the
-    search must see. Returns the champion's version (None while no version has a value)."""
+    put back), so promotions running at once, in any order, end on the best one. `version` is the one just
+    registered, which the search must see. Returns the champion's version (None while no version has a value)."""
     if metric not in metrics:
         raise PlugenInputError(f"tracking.primary_metric '{metric}' is not an evaluation metric; e.g. {sorted(metrics)[:5]}")
     sign = 1 if direction == "max" else -1

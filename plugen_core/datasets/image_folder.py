@@ -21,7 +21,6 @@ from plugen_core.datasets.labels import assign_splits, infer_spec, read_labels
 from plugen_core.io import PlugenInputError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-CROPS = ("center", "none")
 
 
 def load_image(path: Path, size: int, crop: str) -> np.ndarray:
@@ -41,8 +40,6 @@ def prepare(entry: dict, rng: np.random.Generator) -> tuple[np.ndarray, pd.DataF
     folder = Path(entry["input"])
     if not folder.is_dir():
         raise PlugenInputError(f"{folder}: image folder not found (datasets.{entry['name']}.input)")
-    if entry.get("crop", "center") not in CROPS:
-        raise PlugenInputError(f"datasets.{entry['name']}.crop must be one of {CROPS}, got {entry['crop']!r}")
     labels_path = folder / entry.get("labels", "attributes.csv")
     table = read_labels(labels_path)
     if "file" not in table:
